@@ -1,0 +1,146 @@
+# edgetunnel: edged + originctl.
+#
+#   make                      build edged and originctl (build/<cc>[-<sanitizer>]/)
+#   make test                 everything CI runs: format check, unit tests under ASan+UBSan with
+#                             gcc and clang, fuzz smoke run, integration tests
+#   make test-unit            unit tests in the current configuration (TEST=name for one)
+#   make fuzz                 every fuzz target as libFuzzer (clang) and AFL++ binaries
+#   make fuzz-smoke           each libFuzzer target for FUZZ_SECONDS, then a corpus replay
+#   make SANITIZER=address,undefined | SANITIZER=thread   any target with sanitizers
+#   make format | format-check
+#   V=1                       show full commands
+
+CC        ?= cc
+SANITIZER ?=
+WERROR    ?= 1
+FUZZ_SECONDS ?= 15
+V ?= 0
+
+BSSL_INC := /usr/include/android
+BSSL_LIB := /usr/lib/x86_64-linux-gnu/android
+
+comma := ,
+CCNAME  := $(notdir $(firstword $(CC)))
+VARIANT := $(CCNAME)$(if $(SANITIZER),-$(subst $(comma),-,$(SANITIZER)))
+O       := build/$(VARIANT)
+
+ifeq ($(V),0)
+Q = @
+msg = @printf '  %-6s %s\n' $(1) $(2);
+else
+Q =
+msg =
+endif
+
+# BoringSSL's headers first, so no OpenSSL header can shadow them.
+CPPFLAGS += -I$(BSSL_INC) -Iinclude -D_GNU_SOURCE -MMD -MP
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wundef -Wvla -Wpointer-arith -Wcast-qual -Wimplicit-fallthrough -Wno-unused-parameter
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 $(WARN) -fstack-protector-strong -fPIE
+LDFLAGS += -pie -Wl,-z,relro,-z,now -Wl,-rpath,$(BSSL_LIB)
+LDLIBS  += -L$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson -lpthread
+
+ifeq ($(SANITIZER),)
+CPPFLAGS += -D_FORTIFY_SOURCE=2
+else
+CFLAGS  += -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+
+LIB_SRCS  := $(sort $(wildcard src/*/*.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
+LIB       := $(O)/libet.a
+BINS      := $(O)/edged $(O)/originctl
+TEST_SRCS := $(sort $(wildcard tests/unit/*_test.c))
+TESTS     := $(TEST_SRCS:tests/unit/%.c=$(O)/tests/%)
+
+.SECONDARY:
+.PHONY: all test test-unit test-integration test-sanitizers fuzz fuzz-smoke format format-check \
+        clean deps
+all: $(BINS)
+	@ln -sfn $(VARIANT) build/current
+
+$(O)/%.o: %.c
+	$(call msg,CC,$<)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(O)/edged $(O)/originctl: $(O)/%: $(O)/src/%.o $(LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(O)/tests/%: $(O)/tests/unit/%.o $(O)/tests/unit/testutil.o $(LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+# Unit tests: every tests/unit/*_test.c is its own program; TEST=frame runs frame_test only.
+test-unit: $(TESTS)
+	$(Q)tests/run-unit.sh $(O)/tests $(TEST)
+
+# What CI runs (README's test command).
+test: format-check
+	$(Q)$(MAKE) --no-print-directory test-sanitizers
+	$(Q)$(MAKE) --no-print-directory fuzz-smoke
+	$(Q)$(MAKE) --no-print-directory CC=gcc SANITIZER=address,undefined test-integration
+
+test-sanitizers:
+	$(Q)$(MAKE) --no-print-directory CC=gcc SANITIZER=address,undefined test-unit
+	$(Q)$(MAKE) --no-print-directory CC=clang SANITIZER=address,undefined test-unit
+
+test-integration: all
+	$(Q)tests/run-integration.sh $(O)
+
+# --- fuzzing -----------------------------------------------------------------------------
+# Each fuzz/<name>.c is one target, linked with the pure modules (src/base, src/wire) only.
+FUZZ_SRCS    := $(sort $(wildcard fuzz/*.c))
+FUZZ_NAMES   := $(FUZZ_SRCS:fuzz/%.c=%)
+FUZZ_LIBSRCS := $(sort $(wildcard src/base/*.c src/wire/*.c))
+FUZZ_CFLAGS  := -std=c11 -O1 -g -fno-omit-frame-pointer $(WARN)
+FUZZ_LDLIBS  := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson
+FUZZ_DEPS    := $(FUZZ_LIBSRCS) $(wildcard include/et/*.h)
+LF_BINS      := $(FUZZ_NAMES:%=build/fuzz/libfuzzer/%)
+AFL_BINS     := $(FUZZ_NAMES:%=build/fuzz/afl/%)
+AFL_CC       ?= afl-clang-fast
+
+build/fuzz/libfuzzer/%: fuzz/%.c $(FUZZ_DEPS)
+	$(call msg,FUZZ,$@)
+	@mkdir -p $(@D)
+	$(Q)clang -I$(BSSL_INC) -Iinclude -D_GNU_SOURCE $(FUZZ_CFLAGS) \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    $< $(FUZZ_LIBSRCS) $(FUZZ_LDLIBS) -o $@
+
+build/fuzz/afl/%: fuzz/%.c $(FUZZ_DEPS)
+	$(call msg,AFL,$@)
+	@mkdir -p $(@D)
+	$(Q)AFL_QUIET=1 $(AFL_CC) -I$(BSSL_INC) -Iinclude -D_GNU_SOURCE $(FUZZ_CFLAGS) \
+	    -fsanitize=fuzzer $< $(FUZZ_LIBSRCS) $(FUZZ_LDLIBS) -o $@
+
+fuzz: $(LF_BINS) $(AFL_BINS)
+
+fuzz-smoke: $(LF_BINS)
+	$(Q)fuzz/smoke.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+# --- housekeeping ------------------------------------------------------------------------
+FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c tests/unit/*.c tests/unit/*.h \
+                                 fuzz/*.c bench/*.c))
+format:
+	$(Q)clang-format -i $(FORMAT_FILES)
+
+format-check:
+	$(Q)clang-format --dry-run -Werror $(FORMAT_FILES) && echo "  format ok ($(words $(FORMAT_FILES)) files)"
+
+deps:
+	$(Q)scripts/install-deps.sh
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJS:.o=.d) $(O)/src/edged.d $(O)/src/originctl.d $(TESTS:$(O)/tests/%=$(O)/tests/unit/%.d)
