@@ -45,6 +45,7 @@
 #define ET_HOST_MAX        253
 #define ET_TEXT_MAX        512
 #define ET_TOPIC_MAX       64
+#define ET_ROUTES_MAX      32
 #define ET_PUSH_BODY_MAX   4000 /* every control frame fits ET_FRAME_MAX_MIN */
 
 /* Actions (the header's u8 action). */
@@ -183,6 +184,18 @@ typedef struct et_addr {
     uint16_t port;
 } et_addr;
 
+typedef enum et_open_kind {
+    ET_OPEN_TCP = 1,
+    ET_OPEN_HTTP = 2,
+} et_open_kind;
+
+/* A route an origin serves, announced in HELLO and checked against its token. */
+typedef struct et_route {
+    uint8_t kind;  /* et_open_kind: ET_OPEN_TCP or ET_OPEN_HTTP */
+    uint16_t port; /* TCP: the public port, 1..65535; HTTP: 0 */
+    et_bytes host; /* HTTP: host pattern, [a-z0-9._-] with an optional leading "*." label */
+} et_route;
+
 typedef struct et_hello {
     uint16_t version_min, version_max;
     uint8_t role;            /* et_role */
@@ -191,8 +204,10 @@ typedef struct et_hello {
     uint32_t max_frame;      /* largest payload this side accepts */
     uint32_t initial_window; /* per-stream receive window the origin grants the edge */
     uint8_t session_id[ET_SESSION_ID_LEN];
-    et_bytes token; /* 1..ET_TOKEN_MAX */
-    et_bytes agent; /* 0..ET_AGENT_MAX, software name for logs */
+    et_bytes token;  /* 1..ET_TOKEN_MAX */
+    et_bytes agent;  /* 0..ET_AGENT_MAX, software name for logs */
+    uint8_t nroutes; /* 0..ET_ROUTES_MAX */
+    et_route routes[ET_ROUTES_MAX];
 } et_hello;
 #define ET_HELLO_LEGACY 0x01 /* the session has no control socket (originctl --no-control) */
 
@@ -205,11 +220,6 @@ typedef struct et_welcome {
     uint32_t keepalive_ms; /* PING interval the edge expects; 0 = none */
     et_bytes tunnel;       /* 1..ET_TUNNEL_NAME_MAX: the token's tunnel name */
 } et_welcome;
-
-typedef enum et_open_kind {
-    ET_OPEN_TCP = 1,
-    ET_OPEN_HTTP = 2,
-} et_open_kind;
 
 typedef struct et_open {
     uint8_t kind;            /* et_open_kind */

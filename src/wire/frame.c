@@ -17,7 +17,9 @@
 static const et_action_info action_table[256] = {
     [ET_A_HELLO] = {"HELLO", 0, ET_SCOPE_CONN, ET_SOCK_CONTROL | ET_SOCK_DATA,
                     ET_SOCK_CONTROL | ET_SOCK_DATA, ET_DIR_ORIGIN_TO_EDGE, 1,
-                    HELLO_FIXED + 2 + 1 + 2, HELLO_FIXED + 2 + ET_TOKEN_MAX + 2 + ET_AGENT_MAX},
+                    HELLO_FIXED + 2 + 1 + 2 + 1,
+                    HELLO_FIXED + 2 + ET_TOKEN_MAX + 2 + ET_AGENT_MAX + 1 +
+                        ET_ROUTES_MAX *(2 + ET_HOST_MAX)},
     [ET_A_WELCOME] = {"WELCOME", 0, ET_SCOPE_CONN, ET_SOCK_CONTROL | ET_SOCK_DATA,
                       ET_SOCK_CONTROL | ET_SOCK_DATA, ET_DIR_EDGE_TO_ORIGIN, 1,
                       WELCOME_FIXED + 1 + 1, WELCOME_FIXED + 1 + ET_TUNNEL_NAME_MAX},

@@ -36,6 +36,31 @@ static int host_ok(et_bytes b, size_t min)
     return 1;
 }
 
+/* A host pattern as routes announce it: a host, or "*." followed by a host. */
+static int pattern_ok(et_bytes b)
+{
+    if (b.n >= 2 && b.p[0] == '*' && b.p[1] == '.')
+        b = (et_bytes){b.p + 2, b.n - 2};
+    return host_ok(b, 1);
+}
+
+static int route_ok(const et_route *r)
+{
+    if (r->kind == ET_OPEN_TCP)
+        return r->port != 0 && r->host.n == 0;
+    return r->kind == ET_OPEN_HTTP && r->port == 0 && pattern_ok(r->host);
+}
+
+static int routes_ok(const et_hello *h)
+{
+    if (h->nroutes > ET_ROUTES_MAX)
+        return 0;
+    for (size_t i = 0; i < h->nroutes; i++)
+        if (!route_ok(&h->routes[i]))
+            return 0;
+    return 1;
+}
+
 /* A tunnel name: 1..64 of [A-Za-z0-9._-]. */
 static int name_ok(et_bytes b)
 {
@@ -82,7 +107,7 @@ static int hello_ok(const et_hello *h)
            !(h->role == ET_ROLE_CONTROL && (h->hello_flags & ET_HELLO_LEGACY)) &&
            max_frame_ok(h->max_frame) && h->initial_window <= ET_WINDOW_MAX &&
            session_ok(h->session_id) && bytes_in(h->token, 1, ET_TOKEN_MAX) &&
-           bytes_in(h->agent, 0, ET_AGENT_MAX);
+           bytes_in(h->agent, 0, ET_AGENT_MAX) && routes_ok(h);
 }
 
 static int welcome_ok(const et_welcome *w)
@@ -147,6 +172,24 @@ static int get_addr(CBS *c, et_addr *a)
     return n != 0 && CBS_copy_bytes(c, a->addr, n) && CBS_get_u16(c, &a->port);
 }
 
+static int get_routes(CBS *c, et_hello *h)
+{
+    if (!CBS_get_u8(c, &h->nroutes) || h->nroutes > ET_ROUTES_MAX)
+        return 0;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        et_route *r = &h->routes[i];
+        if (!CBS_get_u8(c, &r->kind))
+            return 0;
+        if (r->kind == ET_OPEN_TCP && !CBS_get_u16(c, &r->port))
+            return 0;
+        if (r->kind == ET_OPEN_HTTP && !get_u8_bytes(c, &r->host))
+            return 0;
+        if (r->kind != ET_OPEN_TCP && r->kind != ET_OPEN_HTTP)
+            return 0;
+    }
+    return 1;
+}
+
 static int parse_payload(CBS *c, uint8_t action, et_msg *m)
 {
     uint8_t reserved;
@@ -158,7 +201,7 @@ static int parse_payload(CBS *c, uint8_t action, et_msg *m)
                CBS_get_u16(c, &h->socket_index) && CBS_get_u32(c, &h->max_frame) &&
                CBS_get_u32(c, &h->initial_window) &&
                CBS_copy_bytes(c, h->session_id, ET_SESSION_ID_LEN) && get_u16_bytes(c, &h->token) &&
-               get_u16_bytes(c, &h->agent) && hello_ok(h);
+               get_u16_bytes(c, &h->agent) && get_routes(c, h) && hello_ok(h);
     }
     case ET_A_WELCOME: {
         et_welcome *w = &m->welcome;
@@ -243,6 +286,20 @@ static int put_addr(CBB *c, const et_addr *a)
            CBB_add_u16(c, a->port);
 }
 
+static int put_routes(CBB *c, const et_hello *h)
+{
+    if (!CBB_add_u8(c, h->nroutes))
+        return 0;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        const et_route *r = &h->routes[i];
+        if (!CBB_add_u8(c, r->kind))
+            return 0;
+        if (r->kind == ET_OPEN_TCP ? !CBB_add_u16(c, r->port) : !put_u8_bytes(c, r->host))
+            return 0;
+    }
+    return 1;
+}
+
 static int encode_payload(CBB *c, uint8_t action, const et_msg *m)
 {
     switch (action) {
@@ -253,7 +310,7 @@ static int encode_payload(CBB *c, uint8_t action, const et_msg *m)
                CBB_add_u16(c, h->socket_index) && CBB_add_u32(c, h->max_frame) &&
                CBB_add_u32(c, h->initial_window) &&
                CBB_add_bytes(c, h->session_id, ET_SESSION_ID_LEN) && put_u16_bytes(c, h->token) &&
-               put_u16_bytes(c, h->agent);
+               put_u16_bytes(c, h->agent) && put_routes(c, h);
     }
     case ET_A_WELCOME: {
         const et_welcome *w = &m->welcome;
@@ -394,6 +451,14 @@ int et_frame_format(char *buf, size_t n, const et_frame *f, const et_msg *m)
         out_hex(&t, "session", m->hello.session_id, ET_SESSION_ID_LEN);
         out_bytes(&t, "token", m->hello.token);
         out_bytes(&t, "agent", m->hello.agent);
+        out_printf(&t, " routes=%u", m->hello.nroutes);
+        for (size_t i = 0; i < m->hello.nroutes; i++) {
+            const et_route *r = &m->hello.routes[i];
+            if (r->kind == ET_OPEN_TCP)
+                out_printf(&t, " tcp:%u", r->port);
+            else
+                out_bytes(&t, "http", r->host);
+        }
         break;
     case ET_A_WELCOME:
         out_printf(&t, " version=%u role=%s max_frame=%" PRIu32, m->welcome.version,

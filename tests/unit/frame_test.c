@@ -358,9 +358,18 @@ static int encode_hello(uint8_t *out, size_t cap, size_t token_len, size_t agent
 {
     static uint8_t filler[ET_TOKEN_MAX + 2];
     memset(filler, 'a', sizeof(filler));
-    et_msg m = {
-        .hello = {
-            1, 1, ET_ROLE_DATA, 0, 1, 16384, 1000, {1}, {filler, token_len}, {filler, agent_len}}};
+    et_msg m = {.hello = {1,
+                          1,
+                          ET_ROLE_DATA,
+                          0,
+                          1,
+                          16384,
+                          1000,
+                          {1},
+                          {filler, token_len},
+                          {filler, agent_len},
+                          0,
+                          {{0}}}};
     et_frame h = {0, 0, 0, ET_A_HELLO, 0, NULL};
     return et_frame_encode(out, cap, &h, &m);
 }
@@ -383,13 +392,36 @@ static void test_field_caps(void **state)
     assert_int_equal(encode_hello(buf, 40, 10, 0), ET_E_USAGE);
     assert_int_equal(encode_hello(buf, 8, 10, 0), ET_E_USAGE);
 
-    /* A wire HELLO with a 4097-byte token is refused: its length exceeds HELLO's static max. */
-    et_frame big = {0, 0, 0, ET_A_HELLO, 0, NULL};
-    n = encode_hello(buf, sizeof(buf), ET_TOKEN_MAX, ET_AGENT_MAX);
-    big.length = (uint32_t)(n - ET_FRAME_HEADER_LEN + 1);
+    /* A wire HELLO whose token is 4097 bytes is refused by the parser: grow the max-size
+     * HELLO's token by one byte in place and fix up the lengths. */
+    n = encode_hello(buf, sizeof(buf), ET_TOKEN_MAX, 0);
+    assert_true(n > 0);
+    const size_t tok = ET_FRAME_HEADER_LEN + 32; /* the token's u16 length prefix */
+    memmove(buf + tok + 2 + ET_TOKEN_MAX + 1, buf + tok + 2 + ET_TOKEN_MAX,
+            (size_t)n - (tok + 2 + ET_TOKEN_MAX));
+    buf[tok + 2 + ET_TOKEN_MAX] = 'a';
+    buf[tok] = (ET_TOKEN_MAX + 1) >> 8;
+    buf[tok + 1] = (ET_TOKEN_MAX + 1) & 0xff;
+    et_frame big = {(uint32_t)(n - ET_FRAME_HEADER_LEN + 1), 0, 0, ET_A_HELLO, 0, NULL};
     et_frame_header_encode(buf, &big);
-    assert_int_equal(et_frame_decode(buf, ET_FRAME_HEADER_LEN, 16384, &f, &used),
-                     ET_E_PROTO(ET_WE_BAD_PAYLOAD));
+    assert_int_equal(et_frame_decode(buf, (size_t)n + 1, 16384, &f, &used), ET_FRAME_COMPLETE);
+    assert_int_equal(et_msg_parse(&f, &m), ET_E_PROTO(ET_WE_BAD_PAYLOAD));
+
+    /* Routes: 32 is the cap; 33 is refused by the encoder. */
+    et_msg r = {
+        .hello = {1, 1, ET_ROLE_DATA, 0, 1, 16384, 1000, {1}, {buf, 1}, {buf, 0}, 0, {{0}}}};
+    for (size_t i = 0; i < ET_ROUTES_MAX; i++)
+        r.hello.routes[i] = (et_route){ET_OPEN_TCP, (uint16_t)(20000 + i), {NULL, 0}};
+    r.hello.nroutes = ET_ROUTES_MAX;
+    static uint8_t rbuf[ET_FRAME_HEADER_LEN + ET_FRAME_MAX_DEFAULT];
+    et_frame rh = {0, 0, 0, ET_A_HELLO, 0, NULL};
+    n = et_frame_encode(rbuf, sizeof(rbuf), &rh, &r);
+    assert_true(n > 0);
+    assert_int_equal(decode_and_parse(rbuf, (size_t)n, 16384, &f, &m, &used), 1);
+    assert_int_equal(m.hello.nroutes, ET_ROUTES_MAX);
+    assert_int_equal(m.hello.routes[31].port, 20031);
+    r.hello.nroutes = ET_ROUTES_MAX + 1;
+    assert_int_equal(et_frame_encode(rbuf, sizeof(rbuf), &rh, &r), ET_E_USAGE);
 
     /* Text fields: ERROR text at 512 is fine, 513 is not. */
     static uint8_t text[ET_TEXT_MAX + 1];
