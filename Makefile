@@ -32,8 +32,9 @@ Q =
 msg =
 endif
 
-# BoringSSL's headers first, so no OpenSSL header can shadow them.
-CPPFLAGS += -I$(BSSL_INC) -Iinclude -D_GNU_SOURCE -MMD -MP
+# BoringSSL's headers as system headers (their casts trip -Wcast-qual), searched before
+# /usr/include, so no OpenSSL header can shadow them.
+CPPFLAGS += -isystem $(BSSL_INC) -Iinclude -D_GNU_SOURCE -MMD -MP
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wundef -Wvla -Wpointer-arith -Wcast-qual -Wimplicit-fallthrough -Wno-unused-parameter
 ifeq ($(WERROR),1)
@@ -113,14 +114,14 @@ AFL_CC       ?= afl-clang-fast
 build/fuzz/libfuzzer/%: fuzz/%.c $(FUZZ_DEPS)
 	$(call msg,FUZZ,$@)
 	@mkdir -p $(@D)
-	$(Q)clang -I$(BSSL_INC) -Iinclude -D_GNU_SOURCE $(FUZZ_CFLAGS) \
+	$(Q)clang -isystem $(BSSL_INC) -Iinclude -D_GNU_SOURCE $(FUZZ_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    $< $(FUZZ_LIBSRCS) $(FUZZ_LDLIBS) -o $@
 
 build/fuzz/afl/%: fuzz/%.c $(FUZZ_DEPS)
 	$(call msg,AFL,$@)
 	@mkdir -p $(@D)
-	$(Q)AFL_QUIET=1 $(AFL_CC) -I$(BSSL_INC) -Iinclude -D_GNU_SOURCE $(FUZZ_CFLAGS) \
+	$(Q)AFL_QUIET=1 $(AFL_CC) -isystem $(BSSL_INC) -Iinclude -D_GNU_SOURCE $(FUZZ_CFLAGS) \
 	    -fsanitize=fuzzer $< $(FUZZ_LIBSRCS) $(FUZZ_LDLIBS) -o $@
 
 fuzz: $(LF_BINS) $(AFL_BINS)

@@ -1,17 +1,164 @@
-/* originctl: the private side of the tunnel. */
+/* originctl: the private side of the tunnel. Flags, then the engine (origin.h). */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <openssl/ssl.h>
+
+#include "et/cli.h"
+#include "et/logf.h"
+#include "et/origin.h"
+#include "et/tls.h"
 #include "et/version.h"
 
 static void usage(FILE *f)
 {
-    fputs("usage: originctl connect --edge HOST:PORT --token TOKEN [--ca FILE | --pin sha256:...]\n"
-          "             [--http HOST=URL]... [--tcp PORT=ADDR]... [--data-conns N] [--no-control]\n"
-          "             [--admin ADDR] [--threads N]\n"
-          "       originctl status [--admin ADDR] [--json]\n"
-          "       originctl --version | --help\n",
+    fputs("usage: originctl connect --edge HOST:PORT --token TOKEN\n"
+          "             (--ca FILE | --pin sha256:HEX | --insecure)\n"
+          "             [--tcp PUBLIC_PORT=HOST:PORT]... [--data-conns N] [--no-control]\n"
+          "             [--threads N] [--log-format text|json] [--log-level LEVEL]\n"
+          "       originctl --version | --help\n"
+          "\n"
+          "  --tcp 20022=127.0.0.1:22  serve public port 20022 of the edge from a local service\n"
+          "  --data-conns N            data sockets in the pool (default 4, at most 16)\n"
+          "  --no-control              legacy mode: no control socket, cancels on data sockets\n"
+          "  --insecure                do not verify the edge (development only)\n",
           f);
+}
+
+/* host_of copies the host part of "host:port" / "[v6]:port" into |out|. */
+static int host_of(const char *addr, char *out, size_t n)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || colon == addr)
+        return ET_E_CONFIG;
+    const char *start = addr;
+    size_t len = (size_t)(colon - addr);
+    if (addr[0] == '[' && colon[-1] == ']') {
+        start++;
+        len -= 2;
+    }
+    if (len == 0 || len >= n)
+        return ET_E_CONFIG;
+    memcpy(out, start, len);
+    out[len] = '\0';
+    return ET_OK;
+}
+
+static int add_tcp_route(et_origin_config *cfg, const char *spec)
+{
+    const char *eq = strchr(spec, '=');
+    char port[8];
+    unsigned long p;
+    if (eq == NULL || (size_t)(eq - spec) >= sizeof(port) || cfg->ntcp == ET_ROUTES_MAX)
+        return ET_E_CONFIG;
+    memcpy(port, spec, (size_t)(eq - spec));
+    port[eq - spec] = '\0';
+    if (et_cli_port(port, &p) < 0)
+        return ET_E_CONFIG;
+    et_origin_tcp_route *r = &cfg->tcp[cfg->ntcp];
+    if (et_sock_parse_addr(eq + 1, &r->local, &r->local_len) < 0)
+        return ET_E_CONFIG;
+    r->public_port = (uint16_t)p;
+    cfg->ntcp++;
+    return ET_OK;
+}
+
+static int connect_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"edge", required_argument, NULL, 'e'},
+        {"token", required_argument, NULL, 't'},
+        {"ca", required_argument, NULL, 'c'},
+        {"pin", required_argument, NULL, 'p'},
+        {"insecure", no_argument, NULL, 'I'},
+        {"tcp", required_argument, NULL, 'T'},
+        {"data-conns", required_argument, NULL, 'd'},
+        {"no-control", no_argument, NULL, 'N'},
+        {"threads", required_argument, NULL, 'n'},
+        {"log-format", required_argument, NULL, 'f'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static et_origin_config cfg;
+    cfg.data_conns = 4;
+    cfg.threads = et_cli_threads();
+    et_tls_client_opts tls = {0};
+    et_log_format fmt = ET_LOG_TEXT;
+    et_log_level level = ET_LOG_INFO;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        unsigned long v;
+        int rv = ET_OK;
+        switch (opt) {
+        case 'e':
+            snprintf(cfg.edge_addr, sizeof(cfg.edge_addr), "%s", optarg);
+            rv = host_of(optarg, cfg.edge_host, sizeof(cfg.edge_host));
+            break;
+        case 't':
+            if (strlen(optarg) > ET_TOKEN_MAX)
+                rv = ET_E_CONFIG;
+            else
+                memcpy(cfg.token, optarg, strlen(optarg) + 1);
+            break;
+        case 'c': tls.ca_file = optarg; break;
+        case 'p': tls.pin = optarg; break;
+        case 'I': tls.insecure = 1; break;
+        case 'T': rv = add_tcp_route(&cfg, optarg); break;
+        case 'd':
+            rv = et_cli_uint(optarg, 1, ET_MAX_DATA_SOCKS, &v);
+            cfg.data_conns = (unsigned)v;
+            break;
+        case 'N': cfg.no_control = true; break;
+        case 'n':
+            rv = et_cli_uint(optarg, 1, ET_MAX_WORKERS, &v);
+            cfg.threads = (unsigned)v;
+            break;
+        case 'f': rv = et_cli_log_format(optarg, &fmt); break;
+        case 'l': rv = et_cli_log_level(optarg, &level); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (rv < 0) {
+            fprintf(stderr, "originctl: bad value '%s'\n", optarg ? optarg : "");
+            return 2;
+        }
+    }
+    if (optind != argc || cfg.edge_addr[0] == '\0' || cfg.token[0] == '\0') {
+        usage(stderr);
+        return 2;
+    }
+    et_log_init(fmt, level);
+    if (tls.insecure)
+        et_logf(ET_LOG_WARN, "insecure", "why=\"--insecure: the edge is not verified\"");
+    SSL_CTX *ctx = NULL;
+    if (et_tls_client_ctx_new(&tls, &ctx) < 0) {
+        char buf[256];
+        et_logf(ET_LOG_ERROR, "tls_setup_failed",
+                "why=\"give exactly one of --ca, --pin, --insecure\" detail=\"%s\"",
+                et_tls_err_string(buf, sizeof(buf)));
+        return 2;
+    }
+    sigset_t set;
+    et_cli_block_signals(&set);
+    static et_engine eng;
+    int rv = et_origin_start(&eng, &cfg, ctx);
+    int status = 1;
+    if (rv == ET_OK) {
+        int sig = et_cli_wait_signal(&set);
+        status = atomic_load(&eng.exit_code);
+        et_logf(ET_LOG_INFO, "stopping", "signal=%d", sig);
+    } else {
+        et_logf(ET_LOG_ERROR, "start_failed", "err=\"%s\" at=%s", et_strerror(rv),
+                et_error_where());
+    }
+    et_engine_stop(&eng);
+    et_engine_log_stats(&eng);
+    et_origin_cleanup(&eng);
+    return status;
 }
 
 int main(int argc, char **argv)
@@ -24,6 +171,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (argc > 1 && strcmp(argv[1], "connect") == 0)
+        return connect_main(argc - 1, argv + 1);
     usage(stderr);
     return 2;
 }

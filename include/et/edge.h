@@ -1,0 +1,42 @@
+/* edge.h: the public side (edged): the tunnel listener and handshake checks, the hub of
+ * sessions and routes, public TCP listeners and the hand-over of public connections to the
+ * worker that owns the chosen data socket. */
+#ifndef ET_EDGE_H
+#define ET_EDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/base.h>
+
+#include "et/result.h"
+#include "et/tunnel.h"
+
+#define ET_EDGE_KEY_MAX 1024
+
+typedef struct et_edge_config {
+    char tunnel_addr[128];   /* tunnel listener, "host:port" */
+    char tcp_bind[64];       /* address public TCP listeners bind */
+    uint16_t tcp_lo, tcp_hi; /* --tcp-ports; 0-0 = none */
+    uint8_t token_key[ET_EDGE_KEY_MAX];
+    size_t token_key_len;
+    unsigned threads;
+} et_edge_config;
+
+/* et_edge_start sets up |eng| as an edge with |cfg| (copied) and TLS context |ctx| (ownership
+ * taken), opens the tunnel listener on every worker and starts the workers. Returns ET_OK or an
+ * error (logged). */
+ET_MUST_USE int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx);
+
+/* et_edge_cleanup frees what et_edge_start set up, after et_engine_stop. */
+void et_edge_cleanup(et_engine *eng);
+
+/* et_read_key_file reads a token key file (text, at least 32 bytes, one trailing newline
+ * ignored) into |out|. Returns ET_OK or ET_E_CONFIG (logged). */
+ET_MUST_USE int et_read_key_file(const char *path, uint8_t out[ET_EDGE_KEY_MAX], size_t *len);
+
+/* et_edged_token_main implements `edged token …`: prints a token as the last line of stdout.
+ * Returns the process exit status. */
+int et_edged_token_main(int argc, char **argv);
+
+#endif

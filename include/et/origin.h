@@ -1,0 +1,41 @@
+/* origin.h: the private side (originctl): the pool of tunnel sockets (one control socket and
+ * --data-conns data sockets, all of one session), redial with backoff, and a local connection
+ * per stream. */
+#ifndef ET_ORIGIN_H
+#define ET_ORIGIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/base.h>
+
+#include "et/frame.h"
+#include "et/result.h"
+#include "et/tunnel.h"
+
+typedef struct et_origin_tcp_route {
+    uint16_t public_port;
+    struct sockaddr_storage local;
+    socklen_t local_len;
+} et_origin_tcp_route;
+
+typedef struct et_origin_config {
+    char edge_addr[256]; /* host:port */
+    char edge_host[256]; /* host part, for SNI and the CA host check */
+    char token[ET_TOKEN_MAX + 1];
+    et_origin_tcp_route tcp[ET_ROUTES_MAX];
+    unsigned ntcp;
+    unsigned data_conns;
+    bool no_control;
+    unsigned threads;
+} et_origin_config;
+
+/* et_origin_start sets up |eng| as an origin with |cfg| (copied) and client TLS context |ctx|
+ * (ownership taken), starts the workers and dials every socket of the pool. */
+ET_MUST_USE int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx);
+
+/* et_origin_cleanup frees what et_origin_start set up, after et_engine_stop. */
+void et_origin_cleanup(et_engine *eng);
+
+#endif

@@ -1,0 +1,349 @@
+/* tunnel.h: the engine shared by edged and originctl: workers (one reactor thread each), tunnel
+ * sockets (TLS + frames), streams (one local TCP connection each), flow control and cancel.
+ *
+ * Ownership across threads. A tunnel socket (et_tsock) and every stream carried on it belong to
+ * one worker: only that worker's thread touches them, with no lock. Work that crosses workers
+ * goes through the target worker's inbox (et_reactor_post): a public connection handed to the
+ * worker of the data socket chosen for it, a CANCEL to the worker of the control socket, a
+ * CANCEL received on the control socket to every worker (the receiver cannot know which worker
+ * owns the stream, and the CANCEL may have overtaken its OPEN). Sessions (et_session) are shared:
+ * refcounted, their membership under a mutex that the data path never takes.
+ *
+ * The cancel path (spec/protocol.md §7.3, §8): a stream keeps no queue of outgoing DATA: it reads
+ * from its local socket straight into the record being built when its tunnel socket can take
+ * more, so the kernel's buffers are the only queue and a cancel never waits behind our own. A
+ * record is at most 16 KiB and control frames go first in every record. */
+#ifndef ET_TUNNEL_H
+#define ET_TUNNEL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/base.h>
+
+#include "et/frame.h"
+#include "et/reactor.h"
+#include "et/result.h"
+
+#define ET_RECORD_MAX     16384u     /* plaintext bytes per SSL_write: one TLS record */
+#define ET_CTRL_QUEUE_MAX (1u << 20) /* queued control bytes before a socket is dropped */
+#define ET_TOMBSTONE_NS   (10ull * 1000000000ull)
+#define ET_HANDSHAKE_NS   (10ull * 1000000000ull)
+#define ET_DATA_LOWAT     32768u /* TCP_NOTSENT_LOWAT on data sockets */
+#define ET_MAX_DATA_SOCKS 16
+#define ET_MAX_WORKERS    64
+
+typedef enum et_side {
+    ET_SIDE_EDGE = 1,
+    ET_SIDE_ORIGIN = 2,
+} et_side;
+
+/* --- counters --------------------------------------------------------------------------- */
+
+/* Error reasons are counted by wire error code; et_stat_slot maps a code to its slot. */
+#define ET_STAT_REASONS 64
+unsigned et_stat_slot(uint16_t wire_code);
+
+typedef struct et_stats {
+    _Atomic uint64_t sockets_up, sockets_down;
+    _Atomic uint64_t streams_opened, streams_finished, streams_cancelled;
+    _Atomic uint64_t bytes_to_peer, bytes_from_peer;
+    _Atomic uint64_t cancels_sent_control, cancels_sent_data;
+    _Atomic uint64_t cancels_recv_control, cancels_recv_data;
+    _Atomic uint64_t cancel_acks, late_frames_dropped, opens_refused_tombstone;
+    _Atomic uint64_t public_refused, inbox_full;
+    _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
+    _Atomic uint64_t frame_errors[ET_STAT_REASONS];
+} et_stats;
+
+#define ET_COUNT(field)      atomic_fetch_add_explicit(&(field), 1, memory_order_relaxed)
+#define ET_COUNT_N(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
+
+/* --- engine ----------------------------------------------------------------------------- */
+
+typedef struct et_engine et_engine;
+typedef struct et_worker et_worker;
+typedef struct et_tsock et_tsock;
+typedef struct et_stream et_stream;
+typedef struct et_session et_session;
+typedef struct et_stream_table et_stream_table;
+
+/* Side-specific behaviour, installed by edge.c or origin.c. */
+typedef struct et_side_ops {
+    /* A frame arrived on |ts| before its handshake completed (HELLO at the edge, WELCOME or
+     * ERROR at the origin). Returns ET_OK or an error; ET_E_PROTO(code) refuses the socket
+     * with an ERROR frame naming |code|. */
+    int (*on_handshake_frame)(et_tsock *ts, const et_frame *f, const et_msg *m);
+    /* OPEN arrived (origin). Returns ET_OK or ET_E_PROTO(code) for a connection error. */
+    int (*on_open)(et_tsock *ts, const et_frame *f, const et_open *o);
+    /* |ts| is closing: called once, on its worker, before its streams are failed. */
+    void (*on_tsock_closed)(et_tsock *ts);
+    /* The TLS handshake of |ts| completed (origin: send HELLO). Returns ET_OK or an error. */
+    int (*on_tls_done)(et_tsock *ts);
+} et_side_ops;
+
+struct et_worker {
+    et_engine *eng;
+    et_reactor *r; /* owned */
+    unsigned index;
+    et_stream_table *streams; /* owned: streams and tombstones of this worker */
+    et_tsock *tsocks;         /* list of this worker's tunnel sockets (owns one ref each) */
+    et_timer sweep;           /* tombstone sweep */
+    void *side;               /* side-specific per-worker state (listeners); owned by the side */
+};
+
+struct et_engine {
+    et_side side;
+    const et_side_ops *ops;
+    SSL_CTX *ssl_ctx; /* owned */
+    unsigned nworkers;
+    et_worker workers[ET_MAX_WORKERS];
+    et_stats stats;
+    _Atomic uint32_t next_socket_id;
+    _Atomic uint32_t next_session_key;
+    _Atomic int exit_code;
+    _Atomic bool stopping;             /* et_engine_stop was called: no new work (redials) */
+    void *side_state;                  /* edge hub or origin config; owned by the side */
+    void (*session_free_side)(void *); /* frees et_session.side */
+};
+
+/* et_addr_format writes "ip:port" ("[v6]:port") of |sa| to |buf|. */
+void et_addr_format(const struct sockaddr *sa, char *buf, size_t n);
+
+/* et_engine_init sets up |eng| with |nworkers| reactors (not yet running). The engine takes
+ * ownership of |ctx|. Returns ET_OK, ET_E_NOMEM, ET_E_IO or ET_E_USAGE. */
+ET_MUST_USE int et_engine_init(et_engine *eng, et_side side, const et_side_ops *ops, SSL_CTX *ctx,
+                               unsigned nworkers);
+
+/* et_engine_start runs every worker on its own thread. */
+ET_MUST_USE int et_engine_start(et_engine *eng);
+
+/* et_engine_stop stops and joins the workers (any thread but a worker's). */
+void et_engine_stop(et_engine *eng);
+
+/* et_engine_cleanup closes every socket and stream and frees the engine's memory; call after
+ * et_engine_stop (or without start). Safe on a zeroed engine. */
+void et_engine_cleanup(et_engine *eng);
+
+/* et_engine_log_stats logs the counters as one `stats` event. */
+void et_engine_log_stats(et_engine *eng);
+
+/* et_worker_current returns the worker running on this thread, or NULL. */
+et_worker *et_worker_current(et_engine *eng);
+
+/* --- sessions --------------------------------------------------------------------------- */
+
+typedef struct et_sockref {
+    et_tsock *ts; /* one reference owned */
+} et_sockref;
+
+struct et_session {
+    _Atomic int refs;
+    uint8_t id[ET_SESSION_ID_LEN];
+    uint32_t key; /* process-unique; part of every stream key */
+    bool legacy;
+    char tunnel[ET_TUNNEL_NAME_MAX + 1];
+    pthread_mutex_t mu; /* guards the fields below */
+    et_tsock *ctrl;     /* live control socket (one reference owned), or NULL */
+    et_sockref data[ET_MAX_DATA_SOCKS];
+    unsigned ndata;
+    unsigned rr; /* round-robin position over data */
+    void *side;  /* side-specific (edge: tunnel and routes); owned by the side */
+};
+
+/* et_session_new returns a session with one reference for the caller, or NULL. */
+et_session *et_session_new(et_engine *eng, const uint8_t id[ET_SESSION_ID_LEN]);
+void et_session_ref(et_session *s);
+/* et_session_unref drops a reference; the last frees |s| (and calls |free_side| on s->side). */
+void et_session_unref(et_session *s, void (*free_side)(void *));
+
+/* et_session_attach adds |ts| to |s| as its control socket (replacing the old one) or as a data
+ * socket; takes a reference on |ts|. Returns ET_OK or ET_E_PROTO(ET_WE_LIMIT_SOCKETS). */
+ET_MUST_USE int et_session_attach(et_session *s, et_tsock *ts);
+
+/* et_session_detach removes |ts| from |s| (dropping the session's reference). */
+void et_session_detach(et_session *s, et_tsock *ts);
+
+/* et_session_pick_data returns the next live data socket of |s| round-robin (a new reference
+ * for the caller), or NULL when there is none. */
+et_tsock *et_session_pick_data(et_session *s);
+
+/* --- tunnel sockets --------------------------------------------------------------------- */
+
+typedef enum et_tsock_state {
+    ET_TS_CONNECTING = 1, /* origin: TCP connect in progress */
+    ET_TS_TLS,            /* TLS handshake */
+    ET_TS_HELLO,          /* edge: waiting for HELLO; origin: HELLO sent, waiting for WELCOME */
+    ET_TS_READY,
+    ET_TS_DRAINING, /* GOAWAY seen: no new streams */
+    ET_TS_CLOSED,
+} et_tsock_state;
+
+/* A stream list (intrusive, doubly linked through et_stream.ready_prev/next). */
+typedef struct et_stream_list {
+    et_stream *head, *tail;
+} et_stream_list;
+
+struct et_tsock {
+    _Atomic int refs;
+    et_io io;
+    et_worker *w;          /* owning worker */
+    et_tsock *next;        /* in w->tsocks */
+    int fd;                /* owned */
+    SSL *ssl;              /* owned */
+    uint32_t id;           /* process-unique socket id */
+    uint8_t role;          /* et_role */
+    _Atomic uint8_t state; /* et_tsock_state; written by the owner, read anywhere as a hint */
+    bool readable, writable;
+    bool in_read;     /* inside the read loop: flushes are deferred to its end */
+    et_session *sess; /* one reference owned, once bound */
+    char peer[64];
+
+    et_frame_reader rd;
+    uint32_t peer_max_frame; /* largest payload the peer accepts */
+    uint32_t peer_window;    /* the peer's per-stream window (edge: HELLO.initial_window) */
+
+    uint8_t *ctrl; /* owned: queued control frames, encoded */
+    size_t ctrl_len, ctrl_cap;
+    uint8_t rec[ET_RECORD_MAX]; /* the record being written; kept until SSL_write takes it */
+    size_t rec_len;
+    et_stream_list ready; /* streams with local bytes to send and credit */
+    unsigned nstreams;
+
+    et_task flush_task;
+    et_task free_task;
+    et_timer timer; /* handshake timeout */
+    void *side;     /* side-specific (origin: pool slot) */
+};
+
+/* et_tsock_new creates a tunnel socket on |w| for the connected or connecting |fd| (ownership
+ * taken) in |state|, with an SSL object from the engine's context (server at the edge, client at
+ * the origin), and registers it with the reactor. Returns it with one reference owned by the
+ * worker's list, or NULL (the fd is closed). Must run on |w|'s thread. */
+et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role);
+
+void et_tsock_ref(et_tsock *ts);
+/* et_tsock_unref drops a reference from any thread; the last frees the memory (the socket
+ * itself was closed by et_tsock_close on its worker). */
+void et_tsock_unref(et_tsock *ts);
+
+/* et_tsock_close closes |ts| (at most once): ERROR |code| first when non-zero, then the
+ * connection; its streams are failed (their other ends cancelled). Deferred free. */
+void et_tsock_close(et_tsock *ts, uint16_t code, const char *why);
+
+/* et_tsock_queue encodes frame |h|/|m| into the control queue of |ts| (ahead of all DATA) and
+ * schedules a flush. Returns ET_OK or an error (the socket is then closed). */
+int et_tsock_queue(et_tsock *ts, const et_frame *h, const et_msg *m);
+
+/* et_tsock_flush writes what |ts| can now: queued control frames first, then DATA read from its
+ * ready streams, one record per SSL_write, until the socket would block. */
+void et_tsock_flush(et_tsock *ts);
+
+/* et_tsock_schedule_flush flushes |ts| after the current dispatch round. */
+void et_tsock_schedule_flush(et_tsock *ts);
+
+/* et_tsock_set_ready marks the handshake done: READY state, the reader limit set to what we
+ * announced, the handshake timer stopped. */
+void et_tsock_set_ready(et_tsock *ts);
+
+/* --- streams ---------------------------------------------------------------------------- */
+
+typedef struct et_chunk et_chunk;
+
+struct et_stream {
+    et_io io;
+    et_worker *w;
+    et_tsock *ts;     /* the data socket carrying it (not a reference: the socket fails its streams
+                       * before it goes) */
+    et_session *sess; /* not a reference: ts holds one */
+    int fd;           /* owned: the local connection (public client or local service) */
+    uint32_t uc, sid;
+    bool connecting; /* origin: connect in progress */
+    bool local_readable, local_writable;
+    bool local_rdhup;  /* the local peer's FIN arrived (EPOLLRDHUP): no edge will follow */
+    bool end_sent;     /* local EOF seen and END queued */
+    bool end_received; /* peer's END arrived */
+    bool shut_wr_done; /* shutdown(SHUT_WR) done on the local fd */
+    bool in_ready;
+    bool closed;                 /* torn down; memory freed after the current round */
+    int64_t send_credit;         /* DATA bytes we may still send */
+    uint32_t recv_limit;         /* DATA bytes the peer may still send */
+    uint32_t recv_window;        /* the window we grant (for the half-window WINDOW rule) */
+    uint32_t recv_unacked;       /* consumed bytes not yet returned with WINDOW */
+    et_chunk *rq_head, *rq_tail; /* owned: received DATA not yet written locally */
+    size_t rq_bytes;
+    et_stream *ready_prev, *ready_next;
+    uint64_t opened_ns;
+    et_task free_task;
+};
+
+/* et_stream_new creates a stream on |ts|'s worker for local |fd| (ownership taken; -1 while an
+ * origin connect has not started), adds it to the stream table and registers the fd. */
+et_stream *et_stream_new(et_tsock *ts, uint32_t uc, uint32_t sid, int fd, bool connecting);
+
+/* et_stream_cancel ends |s| abortively from our side: CANCEL to the peer (control socket when
+ * the session has one, else |s|'s data socket ahead of its data), the local fd reset, a
+ * tombstone left. */
+void et_stream_cancel(et_stream *s, uint16_t reason);
+
+/* et_stream_reset ends |s| because the peer cancelled it (or its socket failed): the local fd
+ * reset, queued bytes dropped (their count returned), a tombstone left; no CANCEL is sent. */
+uint64_t et_stream_reset(et_stream *s);
+
+/* et_stream_on_data / _on_end / _on_window handle those frames for |s|. */
+void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n);
+void et_stream_on_end(et_stream *s);
+void et_stream_on_window(et_stream *s, uint32_t inc);
+
+/* et_stream_connected is called by the origin when its local connect finished (ok or not). */
+void et_stream_connected(et_stream *s, bool ok);
+
+/* et_stream_pull appends |s|'s next frames (DATA read from its local socket, or END at its
+ * EOF) to a record at |dst| with |room| bytes left, and returns the bytes appended. Called by
+ * the record builder for the head of the ready list, which it takes |s| off (and puts back at
+ * the tail while |s| still has bytes and credit). */
+size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room);
+
+/* et_stream_update_ready puts |s| on (or takes it off) its socket's ready list. */
+void et_stream_update_ready(et_stream *s);
+
+/* et_stream_send_cancel sends CANCEL(|uc|,|sid|) for session |sess| from worker |w|: through
+ * the control socket when there is one, else through |data_ts| (may be NULL). */
+void et_stream_send_cancel(et_worker *w, et_session *sess, et_tsock *data_ts, uint32_t uc,
+                           uint32_t sid, uint16_t reason);
+
+/* --- stream table ----------------------------------------------------------------------- */
+
+typedef enum et_lookup {
+    ET_LOOKUP_NONE = 0,
+    ET_LOOKUP_LIVE = 1,
+    ET_LOOKUP_TOMBSTONE = 2,
+} et_lookup;
+
+et_stream_table *et_stream_table_new(void);
+void et_stream_table_free(et_stream_table *t);
+/* et_stream_table_find returns whether (sess_key, uc, sid) is live (|*out| set), a tombstone,
+ * or unknown. */
+et_lookup et_stream_table_find(et_stream_table *t, uint32_t sess_key, uint32_t uc, uint32_t sid,
+                               et_stream **out);
+ET_MUST_USE int et_stream_table_put(et_stream_table *t, uint32_t sess_key, uint32_t uc,
+                                    uint32_t sid, et_stream *s);
+/* et_stream_table_bury turns the entry into a tombstone until |expiry_ns| (adding it if absent). */
+ET_MUST_USE int et_stream_table_bury(et_stream_table *t, uint32_t sess_key, uint32_t uc,
+                                     uint32_t sid, uint64_t expiry_ns);
+/* et_stream_table_sweep drops tombstones that expired before |now|. */
+void et_stream_table_sweep(et_stream_table *t, uint64_t now);
+/* et_stream_table_each calls |fn| for every live stream (it may bury or remove it). */
+void et_stream_table_each(et_stream_table *t, void (*fn)(et_stream *s, void *arg), void *arg);
+size_t et_stream_table_count(const et_stream_table *t);
+
+/* --- cancel delivery across workers ------------------------------------------------------- */
+
+/* et_cancel_received handles a CANCEL read on |ts| (any role): resets the stream(s) on every
+ * worker and answers CANCEL_ACK on |ts| once all have answered. */
+void et_cancel_received(et_tsock *ts, const et_frame *f, const et_cancel *c);
+
+#endif

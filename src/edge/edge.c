@@ -1,0 +1,522 @@
+/* edge.c: edged's side of the engine (edge.h). */
+#include "et/edge.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <openssl/ssl.h>
+
+#include "et/logf.h"
+#include "et/tls.h"
+#include "et/token.h"
+
+#define EDGE_MAX_SESSIONS_PER_PORT 64
+
+/* A public TCP port and the sessions serving it (guarded by the hub's mutex). */
+typedef struct port_route {
+    char tunnel[ET_TUNNEL_NAME_MAX + 1];          /* the tunnel that owns the port; "" = none */
+    et_session *sess[EDGE_MAX_SESSIONS_PER_PORT]; /* not references: the hub's list holds them */
+    unsigned n, rr;
+    bool listening;
+} port_route;
+
+/* Per-session edge state (et_session.side). */
+typedef struct edge_sess {
+    et_session *s;
+    struct edge_sess *next; /* in the hub's list */
+    uint16_t ports[ET_ROUTES_MAX];
+    unsigned nports;
+    unsigned sockets; /* attached sockets; the hub drops the session at 0 */
+    bool in_hub;
+} edge_sess;
+
+typedef struct edge_hub {
+    et_edge_config cfg;
+    pthread_mutex_t mu;
+    edge_sess *sessions; /* each holds one session reference */
+    port_route *ports;   /* tcp_hi - tcp_lo + 1 entries, or NULL */
+    _Atomic uint32_t next_uc;
+} edge_hub;
+
+/* A listening socket on one worker. */
+typedef struct listener {
+    et_io io;
+    int fd;
+    uint16_t port; /* 0 = the tunnel listener */
+    et_worker *w;
+    struct listener *next;
+} listener;
+
+typedef struct edge_worker {
+    listener *listeners;
+} edge_worker;
+
+static edge_hub *hub_of(et_engine *eng)
+{
+    return eng->side_state;
+}
+
+static void free_edge_sess(void *p)
+{
+    free(p);
+}
+
+/* --- public TCP ------------------------------------------------------------------------- */
+
+static void open_public_stream(et_tsock *ts, int fd)
+{
+    edge_hub *hub = hub_of(ts->w->eng);
+    if (ts->state != ET_TS_READY) {
+        ET_COUNT(ts->w->eng->stats.public_refused);
+        et_sock_reset_close(fd);
+        return;
+    }
+    uint32_t uc = atomic_fetch_add(&hub->next_uc, 1);
+    if (uc == 0)
+        uc = atomic_fetch_add(&hub->next_uc, 1);
+    if (et_sock_set_nodelay(fd) < 0) {
+        /* not fatal: a connection without TCP_NODELAY still works */
+    }
+    et_open o = {.kind = ET_OPEN_TCP, .initial_window = ET_WINDOW_DEFAULT};
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    for (int k = 0; k < 2; k++) {
+        et_addr *a = k == 0 ? &o.client : &o.server;
+        sl = sizeof(ss);
+        int rc = k == 0 ? getpeername(fd, (struct sockaddr *)&ss, &sl)
+                        : getsockname(fd, (struct sockaddr *)&ss, &sl);
+        if (rc == 0 && ss.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&ss;
+            a->family = 4;
+            memcpy(a->addr, &in->sin_addr, 4);
+            a->port = ntohs(in->sin_port);
+        } else if (rc == 0 && ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&ss;
+            a->family = 6;
+            memcpy(a->addr, &in6->sin6_addr, 16);
+            a->port = ntohs(in6->sin6_port);
+        } else {
+            a->family = 4; /* unknown: 0.0.0.0:0 */
+        }
+    }
+    et_stream *s = et_stream_new(ts, uc, 1, fd, false);
+    if (s == NULL) {
+        ET_COUNT(ts->w->eng->stats.public_refused);
+        return;
+    }
+    s->send_credit = ts->peer_window;
+    et_frame h = {0, uc, 1, ET_A_OPEN, 0, NULL};
+    et_msg m = {.open = o};
+    if (et_tsock_queue(ts, &h, &m) < 0)
+        (void)et_stream_reset(s);
+}
+
+typedef struct handoff {
+    et_tsock *ts; /* one reference */
+    int fd;
+} handoff;
+
+static void handoff_run(et_reactor *r, void *arg)
+{
+    handoff *h = arg;
+    open_public_stream(h->ts, h->fd);
+    et_tsock_unref(h->ts);
+    free(h);
+}
+
+/* pick_socket chooses a data socket for a public connection on |port| (a reference), or NULL. */
+static et_tsock *pick_socket(edge_hub *hub, uint16_t port)
+{
+    et_tsock *ts = NULL;
+    pthread_mutex_lock(&hub->mu);
+    port_route *pr = &hub->ports[port - hub->cfg.tcp_lo];
+    for (unsigned k = 0; k < pr->n && ts == NULL; k++)
+        ts = et_session_pick_data(pr->sess[pr->rr++ % pr->n]);
+    pthread_mutex_unlock(&hub->mu);
+    return ts;
+}
+
+static void public_accept(et_reactor *r, et_io *io, uint32_t events)
+{
+    listener *l = ET_CONTAINER_OF(io, listener, io);
+    et_worker *w = l->w;
+    edge_hub *hub = hub_of(w->eng);
+    for (int i = 0; i < 1024; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                et_logf(ET_LOG_WARN, "accept_failed", "port=%u errno=%d", l->port, errno);
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        et_tsock *ts = pick_socket(hub, l->port);
+        if (ts == NULL) {
+            /* Tunnel not connected: refuse at once (RST) rather than hold the client. */
+            ET_COUNT(w->eng->stats.public_refused);
+            et_sock_reset_close(fd);
+            continue;
+        }
+        if (ts->w == w) {
+            open_public_stream(ts, fd);
+            et_tsock_unref(ts);
+            continue;
+        }
+        handoff *h = malloc(sizeof(*h));
+        if (h != NULL) {
+            *h = (handoff){ts, fd};
+            if (et_reactor_post(ts->w->r, handoff_run, h) == ET_OK)
+                continue;
+            free(h);
+        }
+        ET_COUNT(w->eng->stats.inbox_full);
+        et_sock_reset_close(fd);
+        et_tsock_unref(ts);
+    }
+    /* Accepted a full batch: let other work run, then come back (edge-triggered). */
+    et_io_resume(r, io, EPOLLIN);
+}
+
+static void tunnel_accept(et_reactor *r, et_io *io, uint32_t events)
+{
+    listener *l = ET_CONTAINER_OF(io, listener, io);
+    et_worker *w = l->w;
+    for (int i = 0; i < 256; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                et_logf(ET_LOG_WARN, "accept_failed", "listener=tunnel errno=%d", errno);
+            return;
+        }
+        /* The role is known once HELLO arrives. */
+        if (et_tsock_new(w, fd, ET_TS_TLS, 0) == NULL)
+            et_logf(ET_LOG_WARN, "socket_setup_failed", "listener=tunnel");
+    }
+    et_io_resume(r, io, EPOLLIN);
+}
+
+static int add_listener(et_worker *w, const char *addr, uint16_t port)
+{
+    edge_worker *ew = w->side;
+    listener *l = calloc(1, sizeof(*l));
+    ET_ENSURE(l != NULL, ET_E_NOMEM);
+    l->port = port;
+    l->w = w;
+    int rv = et_sock_listen(addr, 1, &l->fd);
+    if (rv < 0) {
+        et_logf(ET_LOG_ERROR, "listen_failed", "addr=%s errno=%d", addr, errno);
+        free(l);
+        return rv;
+    }
+    et_io_init(&l->io, port ? public_accept : tunnel_accept);
+    rv = et_reactor_add(w->r, l->fd, &l->io);
+    if (rv < 0) {
+        close(l->fd);
+        free(l);
+        return rv;
+    }
+    l->next = ew->listeners;
+    ew->listeners = l;
+    return ET_OK;
+}
+
+typedef struct listen_req {
+    et_worker *w;
+    uint16_t port;
+} listen_req;
+
+static void listen_port_run(et_reactor *r, void *arg)
+{
+    listen_req *req = arg;
+    et_worker *w = req->w;
+    uint16_t port = req->port;
+    free(req);
+    edge_hub *hub = hub_of(w->eng);
+    char addr[96];
+    snprintf(addr, sizeof(addr), "%s:%u", hub->cfg.tcp_bind, port);
+    if (add_listener(w, addr, port) == ET_OK && w->index == 0)
+        et_logf(ET_LOG_INFO, "tcp_listen", "port=%u", port);
+}
+
+/* --- handshake -------------------------------------------------------------------------- */
+
+static bool route_within_token(const et_edge_config *cfg, const et_token_claims *c,
+                               const et_route *rt)
+{
+    if (rt->kind == ET_OPEN_TCP)
+        return rt->port >= cfg->tcp_lo && rt->port <= cfg->tcp_hi && cfg->tcp_lo != 0 &&
+               et_token_allows_port(c, rt->port);
+    /* HTTP: a wildcard route must be one of the token's patterns; a host must match one. */
+    if (rt->host.n >= 2 && rt->host.p[0] == '*') {
+        for (size_t i = 0; i < c->nhosts; i++) {
+            const char *h = et_token_host(c, i);
+            if (strlen(h) == rt->host.n && memcmp(h, rt->host.p, rt->host.n) == 0)
+                return true;
+        }
+        return false;
+    }
+    return et_token_allows_host(c, (const char *)rt->host.p, rt->host.n);
+}
+
+/* bind_session finds or creates the session |h| names and attaches |ts|; under the hub lock.
+ * Returns ET_OK or ET_E_PROTO(code). */
+static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const et_token_claims *c)
+{
+    edge_hub *hub = hub_of(eng);
+    edge_sess *es = NULL;
+    for (edge_sess *e = hub->sessions; e != NULL; e = e->next)
+        if (memcmp(e->s->id, h->session_id, ET_SESSION_ID_LEN) == 0)
+            es = e;
+    if (es != NULL && strcmp(es->s->tunnel, c->sub) != 0)
+        return ET_E_PROTO(ET_WE_AUTH_SESSION); /* a socket never joins another tenant */
+    /* Ports first: refuse before anything changes if one belongs to another tunnel. */
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (h->routes[i].kind != ET_OPEN_TCP)
+            continue;
+        port_route *pr = &hub->ports[h->routes[i].port - hub->cfg.tcp_lo];
+        if (pr->tunnel[0] != '\0' && strcmp(pr->tunnel, c->sub) != 0)
+            return ET_E_PROTO(ET_WE_AUTH_SCOPE);
+        if (pr->n == EDGE_MAX_SESSIONS_PER_PORT)
+            return ET_E_PROTO(ET_WE_LIMIT_SESSIONS);
+    }
+    if (es == NULL) {
+        es = calloc(1, sizeof(*es));
+        et_session *s = es ? et_session_new(eng, h->session_id) : NULL;
+        if (s == NULL) {
+            free(es);
+            return ET_E_PROTO(ET_WE_INTERNAL);
+        }
+        es->s = s;
+        s->side = es;
+        s->legacy = (h->hello_flags & ET_HELLO_LEGACY) != 0;
+        snprintf(s->tunnel, sizeof(s->tunnel), "%s", c->sub);
+        es->next = hub->sessions;
+        hub->sessions = es;
+        es->in_hub = true;
+        et_logf(ET_LOG_INFO, "session_up", "tunnel=%s session=%02x%02x%02x%02x legacy=%d",
+                s->tunnel, s->id[0], s->id[1], s->id[2], s->id[3], s->legacy);
+    }
+    int rv = et_session_attach(es->s, ts);
+    if (rv < 0)
+        return rv;
+    es->sockets++;
+    ts->sess = es->s;
+    et_session_ref(es->s);
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (h->routes[i].kind != ET_OPEN_TCP)
+            continue;
+        uint16_t port = h->routes[i].port;
+        port_route *pr = &hub->ports[port - hub->cfg.tcp_lo];
+        bool have = false;
+        for (unsigned k = 0; k < pr->n; k++)
+            have |= pr->sess[k] == es->s;
+        if (have)
+            continue;
+        snprintf(pr->tunnel, sizeof(pr->tunnel), "%s", c->sub);
+        pr->sess[pr->n++] = es->s;
+        if (es->nports < ET_ROUTES_MAX)
+            es->ports[es->nports++] = port;
+        if (!pr->listening) {
+            pr->listening = true;
+            for (unsigned k = 0; k < eng->nworkers; k++) {
+                listen_req *req = malloc(sizeof(*req));
+                if (req != NULL) {
+                    *req = (listen_req){&eng->workers[k], port};
+                    if (et_reactor_post(eng->workers[k].r, listen_port_run, req) == ET_OK)
+                        continue;
+                    free(req);
+                }
+                ET_COUNT(eng->stats.inbox_full);
+            }
+        }
+    }
+    return ET_OK;
+}
+
+static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
+{
+    et_engine *eng = ts->w->eng;
+    edge_hub *hub = hub_of(eng);
+    const et_hello *h = &m->hello;
+    if (f->action != ET_A_HELLO)
+        return ET_E_PROTO(ET_WE_UNEXPECTED);
+    if (h->version_min > ET_PROTO_VERSION_MAX || h->version_max < ET_PROTO_VERSION_MIN)
+        return ET_E_PROTO(ET_WE_VERSION);
+    et_token_claims *c = malloc(sizeof(*c));
+    ET_ENSURE(c != NULL, ET_E_PROTO(ET_WE_INTERNAL));
+    int rv = et_token_verify(hub->cfg.token_key, hub->cfg.token_key_len, h->token.p, h->token.n,
+                             (int64_t)time(NULL), 0, c);
+    for (size_t i = 0; rv == ET_OK && i < h->nroutes; i++)
+        if (!route_within_token(&hub->cfg, c, &h->routes[i]))
+            rv = ET_E_PROTO(ET_WE_AUTH_SCOPE);
+    if (rv == ET_OK) {
+        ts->role = h->role;
+        pthread_mutex_lock(&hub->mu);
+        rv = bind_session(eng, ts, h, c);
+        pthread_mutex_unlock(&hub->mu);
+    }
+    if (rv < 0) {
+        free(c);
+        return et_err_class(rv) == ET_CLASS_PROTOCOL ? rv : ET_E_PROTO(ET_WE_AUTH_MALFORMED);
+    }
+    ts->peer_max_frame = h->max_frame;
+    ts->peer_window = h->initial_window;
+    et_frame wh = {0, 0, 0, ET_A_WELCOME, 0, NULL};
+    et_msg wm = {.welcome = {ET_PROTO_VERSION_MAX,
+                             h->role,
+                             ET_FRAME_MAX_DEFAULT,
+                             {0},
+                             ts->id,
+                             0,
+                             {(const uint8_t *)c->sub, strlen(c->sub)}}};
+    memcpy(wm.welcome.session_id, h->session_id, ET_SESSION_ID_LEN);
+    rv = et_tsock_queue(ts, &wh, &wm);
+    if (rv == ET_OK) {
+        et_tsock_set_ready(ts);
+        et_logf(ET_LOG_INFO, "socket_up",
+                "role=%s session=%02x%02x%02x%02x tunnel=%s socket=%u index=%u peer=%s",
+                h->role == ET_ROLE_CONTROL ? "control" : "data", h->session_id[0], h->session_id[1],
+                h->session_id[2], h->session_id[3], c->sub, ts->id, h->socket_index, ts->peer);
+    }
+    free(c);
+    return rv < 0 ? ET_E_PROTO(ET_WE_INTERNAL) : ET_OK;
+}
+
+static void edge_on_closed(et_tsock *ts)
+{
+    if (ts->sess == NULL)
+        return;
+    edge_hub *hub = hub_of(ts->w->eng);
+    et_session *s = ts->sess;
+    edge_sess *es = s->side;
+    edge_sess *gone = NULL;
+    et_session_detach(s, ts);
+    pthread_mutex_lock(&hub->mu);
+    if (--es->sockets == 0 && es->in_hub) {
+        /* The session's last socket: it serves nothing any more. */
+        for (unsigned i = 0; i < es->nports; i++) {
+            port_route *pr = &hub->ports[es->ports[i] - hub->cfg.tcp_lo];
+            for (unsigned k = 0; k < pr->n; k++) {
+                if (pr->sess[k] == s) {
+                    pr->sess[k] = pr->sess[--pr->n];
+                    break;
+                }
+            }
+        }
+        for (edge_sess **pp = &hub->sessions; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == es) {
+                *pp = es->next;
+                break;
+            }
+        }
+        es->in_hub = false;
+        gone = es;
+    }
+    pthread_mutex_unlock(&hub->mu);
+    if (gone != NULL) {
+        et_logf(ET_LOG_INFO, "session_down", "tunnel=%s", s->tunnel);
+        et_session_unref(s, free_edge_sess); /* the hub's reference */
+    }
+}
+
+static const et_side_ops edge_ops = {
+    .on_handshake_frame = edge_on_hello,
+    .on_open = NULL,
+    .on_tsock_closed = edge_on_closed,
+    .on_tls_done = NULL,
+};
+
+/* --- start / stop ----------------------------------------------------------------------- */
+
+int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
+{
+    ET_GUARD(et_engine_init(eng, ET_SIDE_EDGE, &edge_ops, ctx, cfg->threads));
+    edge_hub *hub = calloc(1, sizeof(*hub));
+    ET_ENSURE(hub != NULL, ET_E_NOMEM);
+    eng->side_state = hub;
+    eng->session_free_side = free_edge_sess;
+    hub->cfg = *cfg;
+    pthread_mutex_init(&hub->mu, NULL);
+    atomic_init(&hub->next_uc, 1);
+    if (cfg->tcp_lo != 0) {
+        hub->ports = calloc((size_t)(cfg->tcp_hi - cfg->tcp_lo) + 1, sizeof(port_route));
+        ET_ENSURE(hub->ports != NULL, ET_E_NOMEM);
+    }
+    for (unsigned i = 0; i < eng->nworkers; i++) {
+        et_worker *w = &eng->workers[i];
+        w->side = calloc(1, sizeof(edge_worker));
+        ET_ENSURE(w->side != NULL, ET_E_NOMEM);
+        ET_GUARD(add_listener(w, cfg->tunnel_addr, 0));
+    }
+    ET_GUARD(et_engine_start(eng));
+    et_logf(ET_LOG_INFO, "listening", "tunnel=%s threads=%u", cfg->tunnel_addr, eng->nworkers);
+    return ET_OK;
+}
+
+void et_edge_cleanup(et_engine *eng)
+{
+    for (unsigned i = 0; i < eng->nworkers; i++) {
+        et_worker *w = &eng->workers[i];
+        edge_worker *ew = w->side;
+        while (ew != NULL && ew->listeners != NULL) {
+            listener *l = ew->listeners;
+            ew->listeners = l->next;
+            et_reactor_del(w->r, &l->io);
+            close(l->fd);
+            free(l);
+        }
+    }
+    et_engine_cleanup(eng); /* closes the sockets: sessions leave the hub */
+    for (unsigned i = 0; i < eng->nworkers; i++) {
+        free(eng->workers[i].side);
+        eng->workers[i].side = NULL;
+    }
+    edge_hub *hub = hub_of(eng);
+    if (hub != NULL) {
+        while (hub->sessions != NULL) {
+            edge_sess *es = hub->sessions;
+            hub->sessions = es->next;
+            et_session_unref(es->s, free_edge_sess);
+        }
+        free(hub->ports);
+        pthread_mutex_destroy(&hub->mu);
+        free(hub);
+        eng->side_state = NULL;
+    }
+}
+
+int et_read_key_file(const char *path, uint8_t out[ET_EDGE_KEY_MAX], size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        et_logf(ET_LOG_ERROR, "key_file_unreadable", "path=%s errno=%d", path, errno);
+        return ET_RAISE(ET_E_CONFIG);
+    }
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, out + n, ET_EDGE_KEY_MAX - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        if (n == ET_EDGE_KEY_MAX)
+            break;
+    }
+    close(fd);
+    int rv = et_token_key_normalize(out, n, len);
+    if (rv < 0)
+        et_logf(ET_LOG_ERROR, "key_file_invalid", "path=%s why=\"need 32..1024 bytes\"", path);
+    return rv;
+}

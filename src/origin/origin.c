@@ -1,0 +1,297 @@
+/* origin.c: originctl's side of the engine (origin.h). */
+#include "et/origin.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+#include "et/logf.h"
+#include "et/tls.h"
+#include "et/version.h"
+
+#define BACKOFF_MAX_S    30u
+#define HEALTHY_RESET_NS (60ull * 1000000000ull)
+
+/* One place in the pool: the socket it has now, and its redial schedule. Owned by the worker
+ * it was assigned to; only that worker touches it once the engine runs. */
+typedef struct slot {
+    et_worker *w;
+    uint8_t role;
+    uint16_t index;
+    et_tsock *ts; /* current socket, not a reference (cleared by on_tsock_closed) */
+    unsigned backoff_s;
+    uint64_t up_since;
+    bool ready;
+    et_timer redial;
+} slot;
+
+typedef struct origin_state {
+    et_origin_config cfg;
+    et_session *sess; /* one reference */
+    slot *slots;      /* owned */
+    unsigned nslots;
+    _Atomic unsigned nready;
+    _Atomic bool announced;
+} origin_state;
+
+static origin_state *state_of(et_engine *eng)
+{
+    return eng->side_state;
+}
+
+static void dial(slot *sl);
+
+static void redial_fire(et_reactor *r, et_timer *t)
+{
+    dial(ET_CONTAINER_OF(t, slot, redial));
+}
+
+static void schedule_redial(slot *sl)
+{
+    et_engine *eng = sl->w->eng;
+    if (atomic_load(&eng->exit_code) != 0 || atomic_load(&eng->stopping))
+        return;
+    uint64_t now = et_reactor_now(sl->w->r);
+    if (sl->up_since != 0 && now - sl->up_since >= HEALTHY_RESET_NS)
+        sl->backoff_s = 0; /* it was healthy for a while: start over */
+    sl->backoff_s = sl->backoff_s == 0 ? 1 : sl->backoff_s * 2;
+    if (sl->backoff_s > BACKOFF_MAX_S)
+        sl->backoff_s = BACKOFF_MAX_S;
+    uint32_t jitter;
+    RAND_bytes((uint8_t *)&jitter, sizeof(jitter));
+    uint64_t delay = (uint64_t)sl->backoff_s * 1000000000ull +
+                     (uint64_t)(jitter % 1000u) * (uint64_t)sl->backoff_s * 250000ull;
+    et_logf(ET_LOG_INFO, "redial", "role=%s index=%u in_ms=%llu",
+            sl->role == ET_ROLE_CONTROL ? "control" : "data", sl->index,
+            (unsigned long long)(delay / 1000000));
+    if (et_timer_arm(sl->w->r, &sl->redial, now + delay) < 0)
+        et_logf(ET_LOG_ERROR, "timer_failed", "what=redial");
+}
+
+static void dial(slot *sl)
+{
+    et_engine *eng = sl->w->eng;
+    origin_state *os = state_of(eng);
+    struct sockaddr_storage ss;
+    socklen_t sl_len;
+    int fd = -1;
+    if (et_sock_parse_addr(os->cfg.edge_addr, &ss, &sl_len) < 0) {
+        et_logf(ET_LOG_ERROR, "bad_edge_address", "edge=%s", os->cfg.edge_addr);
+        return;
+    }
+    int rv = et_sock_connect_start((struct sockaddr *)&ss, sl_len, &fd);
+    if (rv < 0 && rv != ET_E_AGAIN) {
+        et_logf(ET_LOG_WARN, "connect_failed", "edge=%s errno=%d", os->cfg.edge_addr, errno);
+        schedule_redial(sl);
+        return;
+    }
+    et_tsock *ts = et_tsock_new(sl->w, fd, rv == ET_OK ? ET_TS_TLS : ET_TS_CONNECTING, sl->role);
+    if (ts == NULL) {
+        schedule_redial(sl);
+        return;
+    }
+    snprintf(ts->peer, sizeof(ts->peer), "%.63s", os->cfg.edge_addr);
+    ts->side = sl;
+    ts->sess = os->sess;
+    et_session_ref(os->sess);
+    sl->ts = ts;
+    if (et_tls_client_prepare(ts->ssl, os->cfg.edge_host) < 0) {
+        char buf[256];
+        et_logf(ET_LOG_ERROR, "tls_setup_failed", "detail=\"%s\"",
+                et_tls_err_string(buf, sizeof(buf)));
+        et_tsock_close(ts, 0, "tls setup failed");
+    }
+}
+
+static void dial_msg(et_reactor *r, void *arg)
+{
+    dial(arg);
+}
+
+/* --- handshake -------------------------------------------------------------------------- */
+
+static int origin_tls_done(et_tsock *ts)
+{
+    origin_state *os = state_of(ts->w->eng);
+    slot *sl = ts->side;
+    if (!et_tls_alpn_ok(ts->ssl)) {
+        et_logf(ET_LOG_WARN, "tls_failed", "why=\"edge did not select ALPN %s\"", ET_TLS_ALPN);
+        return ET_E_TLS;
+    }
+    et_frame h = {0, 0, 0, ET_A_HELLO, 0, NULL};
+    static const char agent[] = "originctl/" ET_VERSION;
+    et_msg m = {.hello = {
+                    .version_min = ET_PROTO_VERSION_MIN,
+                    .version_max = ET_PROTO_VERSION_MAX,
+                    .role = sl->role,
+                    .hello_flags = os->cfg.no_control ? ET_HELLO_LEGACY : 0,
+                    .socket_index = sl->index,
+                    .max_frame = ET_FRAME_MAX_DEFAULT,
+                    .initial_window = ET_WINDOW_DEFAULT,
+                    .token = {(const uint8_t *)os->cfg.token, strlen(os->cfg.token)},
+                    .agent = {(const uint8_t *)agent, sizeof(agent) - 1},
+                }};
+    memcpy(m.hello.session_id, os->sess->id, ET_SESSION_ID_LEN);
+    for (unsigned i = 0; i < os->cfg.ntcp && i < ET_ROUTES_MAX; i++)
+        m.hello.routes[m.hello.nroutes++] =
+            (et_route){ET_OPEN_TCP, os->cfg.tcp[i].public_port, {NULL, 0}};
+    return et_tsock_queue(ts, &h, &m);
+}
+
+static bool permanent(uint16_t code)
+{
+    return (code >> 8) == 0x01 || code == ET_WE_VERSION;
+}
+
+static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg *m)
+{
+    et_engine *eng = ts->w->eng;
+    origin_state *os = state_of(eng);
+    slot *sl = ts->side;
+    if (f->action == ET_A_ERROR) {
+        uint16_t code = m->error.code;
+        et_logf(ET_LOG_ERROR, "refused", "reason=%s role=%s index=%u text=\"%.*s\"",
+                et_wire_error_name(code), sl->role == ET_ROLE_CONTROL ? "control" : "data",
+                sl->index, (int)m->error.text.n, (const char *)m->error.text.p);
+        if (permanent(code) && atomic_load(&eng->exit_code) == 0) {
+            /* The edge will say the same again: stop instead of redialling forever. */
+            atomic_store(&eng->exit_code, 3);
+            kill(getpid(), SIGTERM);
+        }
+        et_tsock_close(ts, 0, "refused by edge");
+        return ET_OK;
+    }
+    const et_welcome *w = &m->welcome;
+    if (w->version < ET_PROTO_VERSION_MIN || w->version > ET_PROTO_VERSION_MAX ||
+        w->role != sl->role || memcmp(w->session_id, os->sess->id, ET_SESSION_ID_LEN) != 0)
+        return ET_E_PROTO(ET_WE_PROTOCOL);
+    ts->peer_max_frame = w->max_frame;
+    int rv = et_session_attach(os->sess, ts);
+    if (rv < 0)
+        return rv;
+    et_tsock_set_ready(ts);
+    sl->ready = true;
+    sl->up_since = et_reactor_now(ts->w->r);
+    unsigned ready = atomic_fetch_add(&os->nready, 1) + 1;
+    et_logf(ET_LOG_INFO, "socket_up", "role=%s index=%u socket=%u tunnel=%.*s",
+            sl->role == ET_ROLE_CONTROL ? "control" : "data", sl->index, w->socket_id,
+            (int)w->tunnel.n, (const char *)w->tunnel.p);
+    if (ready == os->nslots) {
+        const uint8_t *id = os->sess->id;
+        et_logf(ET_LOG_INFO, "ready", "session=%02x%02x%02x%02x control=%d data=%u", id[0], id[1],
+                id[2], id[3], os->cfg.no_control ? 0 : 1, os->cfg.data_conns);
+    }
+    return ET_OK;
+}
+
+static void origin_closed(et_tsock *ts)
+{
+    origin_state *os = state_of(ts->w->eng);
+    slot *sl = ts->side;
+    et_session_detach(os->sess, ts);
+    if (sl == NULL || sl->ts != ts)
+        return;
+    sl->ts = NULL;
+    if (sl->ready) {
+        sl->ready = false;
+        atomic_fetch_sub(&os->nready, 1);
+    }
+    schedule_redial(sl);
+}
+
+/* --- streams ---------------------------------------------------------------------------- */
+
+static int origin_open(et_tsock *ts, const et_frame *f, const et_open *o)
+{
+    et_engine *eng = ts->w->eng;
+    origin_state *os = state_of(eng);
+    const et_origin_tcp_route *route = NULL;
+    if (o->kind == ET_OPEN_TCP)
+        for (unsigned i = 0; i < os->cfg.ntcp; i++)
+            if (os->cfg.tcp[i].public_port == o->server.port)
+                route = &os->cfg.tcp[i];
+    if (route == NULL) {
+        et_logf(ET_LOG_WARN, "no_route", "uc=%u kind=%u port=%u", f->user_channel, o->kind,
+                o->server.port);
+        et_stream_send_cancel(ts->w, ts->sess, ts, f->user_channel, f->stream_id,
+                              ET_CR_ORIGIN_REFUSED);
+        return ET_OK;
+    }
+    int fd = -1;
+    int rv = et_sock_connect_start((const struct sockaddr *)&route->local, route->local_len, &fd);
+    if (rv < 0 && rv != ET_E_AGAIN) {
+        et_stream_send_cancel(ts->w, ts->sess, ts, f->user_channel, f->stream_id,
+                              ET_CR_ORIGIN_REFUSED);
+        return ET_OK;
+    }
+    et_stream *s = et_stream_new(ts, f->user_channel, f->stream_id, fd, true);
+    if (s == NULL) {
+        et_stream_send_cancel(ts->w, ts->sess, ts, f->user_channel, f->stream_id, ET_CR_LIMIT);
+        return ET_OK;
+    }
+    s->send_credit = o->initial_window;
+    if (rv == ET_OK)
+        et_stream_connected(s, true);
+    return ET_OK;
+}
+
+static const et_side_ops origin_ops = {
+    .on_handshake_frame = origin_handshake_frame,
+    .on_open = origin_open,
+    .on_tsock_closed = origin_closed,
+    .on_tls_done = origin_tls_done,
+};
+
+int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
+{
+    ET_GUARD(et_engine_init(eng, ET_SIDE_ORIGIN, &origin_ops, ctx, cfg->threads));
+    origin_state *os = calloc(1, sizeof(*os));
+    ET_ENSURE(os != NULL, ET_E_NOMEM);
+    eng->side_state = os;
+    os->cfg = *cfg;
+    uint8_t id[ET_SESSION_ID_LEN];
+    do {
+        RAND_bytes(id, sizeof(id));
+    } while (id[0] == 0 && memcmp(id, id + 1, sizeof(id) - 1) == 0);
+    os->sess = et_session_new(eng, id);
+    ET_ENSURE(os->sess != NULL, ET_E_NOMEM);
+    os->sess->legacy = cfg->no_control;
+    os->nslots = cfg->data_conns + (cfg->no_control ? 0 : 1);
+    os->slots = calloc(os->nslots, sizeof(slot));
+    ET_ENSURE(os->slots != NULL, ET_E_NOMEM);
+    for (unsigned i = 0; i < os->nslots; i++) {
+        slot *sl = &os->slots[i];
+        bool ctrl = !cfg->no_control && i == 0;
+        sl->role = ctrl ? ET_ROLE_CONTROL : ET_ROLE_DATA;
+        sl->index = (uint16_t)(ctrl ? 0 : cfg->no_control ? i : i - 1);
+        sl->w = &eng->workers[i % eng->nworkers];
+        et_timer_init(&sl->redial, redial_fire);
+    }
+    ET_GUARD(et_engine_start(eng));
+    for (unsigned i = 0; i < os->nslots; i++)
+        ET_GUARD(et_reactor_post(os->slots[i].w->r, dial_msg, &os->slots[i]));
+    et_logf(ET_LOG_INFO, "starting", "edge=%s sockets=%u threads=%u", cfg->edge_addr, os->nslots,
+            eng->nworkers);
+    return ET_OK;
+}
+
+void et_origin_cleanup(et_engine *eng)
+{
+    origin_state *os = state_of(eng);
+    if (os != NULL)
+        for (unsigned i = 0; i < os->nslots; i++)
+            et_timer_cancel(os->slots[i].w->r, &os->slots[i].redial);
+    et_engine_cleanup(eng);
+    if (os != NULL) {
+        et_session_unref(os->sess, NULL);
+        free(os->slots);
+        free(os);
+        eng->side_state = NULL;
+    }
+}

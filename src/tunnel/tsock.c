@@ -1,0 +1,544 @@
+/* tsock.c: tunnel sockets: nonblocking TLS under edge-triggered epoll, the frame reader and
+ * dispatch, the control queue and the record builder (tunnel.h). */
+#include "et/tunnel.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "et/logf.h"
+#include "et/tls.h"
+
+#define READ_SIZE 65536u
+
+static void tsock_on_event(et_reactor *r, et_io *io, uint32_t events);
+
+static void flush_task_fn(et_reactor *r, et_task *t)
+{
+    et_tsock_flush(ET_CONTAINER_OF(t, et_tsock, flush_task));
+}
+
+static void free_task_fn(et_reactor *r, et_task *t)
+{
+    et_tsock *ts = ET_CONTAINER_OF(t, et_tsock, free_task);
+    et_tsock_unref(ts); /* the worker list's reference */
+}
+
+static void handshake_timeout(et_reactor *r, et_timer *t)
+{
+    et_tsock *ts = ET_CONTAINER_OF(t, et_tsock, timer);
+    if (ts->w->eng->side == ET_SIDE_EDGE)
+        ET_COUNT(ts->w->eng->stats.handshake_refused[et_stat_slot(ET_WE_HANDSHAKE_TIMEOUT)]);
+    et_logf(ET_LOG_WARN, "handshake_refused", "reason=handshake_timeout peer=%s", ts->peer);
+    et_tsock_close(ts, ET_WE_HANDSHAKE_TIMEOUT, "handshake timeout");
+}
+
+et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role)
+{
+    et_tsock *ts = calloc(1, sizeof(*ts));
+    if (ts == NULL) {
+        close(fd);
+        return NULL;
+    }
+    atomic_init(&ts->refs, 1);
+    atomic_init(&ts->state, (uint8_t)state);
+    ts->w = w;
+    ts->fd = fd;
+    ts->role = role;
+    ts->id = atomic_fetch_add(&w->eng->next_socket_id, 1);
+    ts->peer_max_frame = ET_FRAME_MAX_DEFAULT;
+    ts->peer_window = ET_WINDOW_DEFAULT;
+    et_task_init(&ts->flush_task, flush_task_fn);
+    et_task_init(&ts->free_task, free_task_fn);
+    et_timer_init(&ts->timer, handshake_timeout);
+    et_io_init(&ts->io, tsock_on_event);
+
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        et_addr_format((struct sockaddr *)&ss, ts->peer, sizeof(ts->peer));
+
+    ts->ssl = SSL_new(w->eng->ssl_ctx);
+    if (ts->ssl == NULL || !SSL_set_fd(ts->ssl, fd) ||
+        et_frame_reader_init(&ts->rd, ET_FRAME_MAX_DEFAULT, READ_SIZE) < 0 ||
+        et_sock_set_nodelay(fd) < 0)
+        goto err;
+    if (w->eng->side == ET_SIDE_EDGE)
+        SSL_set_accept_state(ts->ssl);
+    else
+        SSL_set_connect_state(ts->ssl);
+    if (role == ET_ROLE_DATA && et_sock_set_notsent_lowat(fd, ET_DATA_LOWAT) < 0)
+        goto err;
+    if (et_reactor_add(w->r, fd, &ts->io) < 0)
+        goto err;
+    if (et_timer_arm(w->r, &ts->timer, et_reactor_now(w->r) + ET_HANDSHAKE_NS) < 0) {
+        et_reactor_del(w->r, &ts->io);
+        goto err;
+    }
+    ts->next = w->tsocks;
+    w->tsocks = ts;
+    return ts;
+err:
+    SSL_free(ts->ssl);
+    et_frame_reader_cleanup(&ts->rd);
+    close(fd);
+    free(ts);
+    return NULL;
+}
+
+void et_tsock_ref(et_tsock *ts)
+{
+    atomic_fetch_add_explicit(&ts->refs, 1, memory_order_relaxed);
+}
+
+void et_tsock_unref(et_tsock *ts)
+{
+    if (ts == NULL || atomic_fetch_sub_explicit(&ts->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* Closed on its worker before the worker's reference went; only memory is left. */
+    free(ts->ctrl);
+    free(ts);
+}
+
+static void fail_stream(et_stream *s, void *arg)
+{
+    if (s->ts == arg)
+        (void)et_stream_reset(s);
+}
+
+void et_tsock_close(et_tsock *ts, uint16_t code, const char *why)
+{
+    if (ts->state == ET_TS_CLOSED)
+        return;
+    et_worker *w = ts->w;
+    bool was_up = ts->state >= ET_TS_READY;
+    if (code != 0 && ts->state >= ET_TS_HELLO) {
+        /* Best effort: the ERROR goes out if the socket can take it now. */
+        et_frame h = {0, 0, 0, ET_A_ERROR, 0, NULL};
+        et_msg m = {.error = {code, {(const uint8_t *)why, why ? strlen(why) : 0}}};
+        if (m.error.text.n > ET_TEXT_MAX)
+            m.error.text.n = ET_TEXT_MAX;
+        ts->ready.head = ts->ready.tail = NULL; /* no more DATA ahead of it */
+        if (et_tsock_queue(ts, &h, &m) == ET_OK) {
+            ts->writable = true;
+            et_tsock_flush(ts);
+        }
+    }
+    if (ts->state == ET_TS_CLOSED)
+        return; /* the flush above failed and closed it */
+    atomic_store(&ts->state, ET_TS_CLOSED);
+    et_logf(was_up ? ET_LOG_INFO : ET_LOG_DEBUG, "socket_down",
+            "socket=%u role=%s peer=%s code=%s why=\"%s\"", ts->id,
+            ts->role == ET_ROLE_CONTROL ? "control" : "data", ts->peer, et_wire_error_name(code),
+            why ? why : "");
+    if (was_up)
+        ET_COUNT(w->eng->stats.sockets_down);
+    et_timer_cancel(w->r, &ts->timer);
+    et_task_cancel(w->r, &ts->flush_task);
+    et_reactor_del(w->r, &ts->io);
+    if (w->eng->ops->on_tsock_closed != NULL)
+        w->eng->ops->on_tsock_closed(ts);
+    /* Streams on this socket lose their tunnel: reset their local ends. */
+    if (ts->nstreams > 0)
+        et_stream_table_each(w->streams, fail_stream, ts);
+    ts->ready.head = ts->ready.tail = NULL;
+    SSL_free(ts->ssl);
+    ts->ssl = NULL;
+    close(ts->fd);
+    ts->fd = -1;
+    et_frame_reader_cleanup(&ts->rd);
+    if (ts->sess != NULL) {
+        et_session_unref(ts->sess, w->eng->session_free_side);
+        ts->sess = NULL;
+    }
+    /* Unlink from the worker's list now; free the memory after the current round. */
+    for (et_tsock **pp = &w->tsocks; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == ts) {
+            *pp = ts->next;
+            break;
+        }
+    }
+    et_reactor_defer(w->r, &ts->free_task);
+}
+
+void et_tsock_schedule_flush(et_tsock *ts)
+{
+    if (ts->state != ET_TS_CLOSED)
+        et_reactor_defer(ts->w->r, &ts->flush_task);
+}
+
+int et_tsock_queue(et_tsock *ts, const et_frame *h, const et_msg *m)
+{
+    const et_action_info *info = et_action_lookup(h->action);
+    ET_ENSURE(info != NULL && ts->state != ET_TS_CLOSED, ET_E_USAGE);
+    size_t need = ET_FRAME_HEADER_LEN + (h->action == ET_A_DATA ? m->data.n : info->max_payload);
+    if (ts->ctrl_cap - ts->ctrl_len < need) {
+        if (ts->ctrl_len + need > ET_CTRL_QUEUE_MAX) {
+            et_tsock_close(ts, ET_WE_INTERNAL, "control queue overflow");
+            return ET_RAISE(ET_E_LIMIT);
+        }
+        size_t cap = ts->ctrl_cap ? ts->ctrl_cap : 1024;
+        while (cap - ts->ctrl_len < need)
+            cap *= 2;
+        uint8_t *p = realloc(ts->ctrl, cap);
+        if (p == NULL) {
+            et_tsock_close(ts, ET_WE_INTERNAL, "out of memory");
+            return ET_RAISE(ET_E_NOMEM);
+        }
+        ts->ctrl = p;
+        ts->ctrl_cap = cap;
+    }
+    int n = et_frame_encode(ts->ctrl + ts->ctrl_len, ts->ctrl_cap - ts->ctrl_len, h, m);
+    if (n < 0) {
+        et_logf(ET_LOG_ERROR, "encode_failed", "action=%s", info->name);
+        return n;
+    }
+    ts->ctrl_len += (size_t)n;
+    et_tsock_schedule_flush(ts);
+    return ET_OK;
+}
+
+/* build_record fills ts->rec: whole control frames first, then DATA from ready streams in
+ * round-robin order, at most one record (ET_RECORD_MAX bytes). */
+static void build_record(et_tsock *ts)
+{
+    size_t len = 0;
+    size_t off = 0;
+    while (off < ts->ctrl_len) {
+        uint32_t plen = (uint32_t)ts->ctrl[off] << 24 | (uint32_t)ts->ctrl[off + 1] << 16 |
+                        (uint32_t)ts->ctrl[off + 2] << 8 | ts->ctrl[off + 3];
+        size_t flen = ET_FRAME_HEADER_LEN + plen; /* our own encoder wrote it */
+        if (len + flen > ET_RECORD_MAX && len > 0)
+            break;
+        if (flen > ET_RECORD_MAX)
+            abort(); /* no control frame is larger than a record (frame.h caps) */
+        memcpy(ts->rec + len, ts->ctrl + off, flen);
+        len += flen;
+        off += flen;
+    }
+    if (off > 0) {
+        memmove(ts->ctrl, ts->ctrl + off, ts->ctrl_len - off);
+        ts->ctrl_len -= off;
+    }
+    if (ts->state >= ET_TS_READY) {
+        /* Each stream gets one turn per pass; one that still has bytes and credit goes back to
+         * the tail, so streams share records fairly. */
+        unsigned turns = 0;
+        while (ts->ready.head != NULL && len + ET_FRAME_HEADER_LEN < ET_RECORD_MAX &&
+               turns++ < 1024) {
+            et_stream *s = ts->ready.head;
+            size_t n = et_stream_pull(s, ts->rec + len, ET_RECORD_MAX - len);
+            len += n;
+            if (ts->state == ET_TS_CLOSED)
+                return;
+        }
+    }
+    ts->rec_len = len;
+}
+
+void et_tsock_flush(et_tsock *ts)
+{
+    if (ts->state < ET_TS_HELLO || ts->state == ET_TS_CLOSED)
+        return;
+    et_task_cancel(ts->w->r, &ts->flush_task);
+    while (ts->writable) {
+        if (ts->rec_len == 0)
+            build_record(ts);
+        if (ts->state == ET_TS_CLOSED || ts->rec_len == 0)
+            return;
+        ERR_clear_error();
+        int n = SSL_write(ts->ssl, ts->rec, (int)ts->rec_len);
+        if (n > 0) {
+            ts->rec_len = 0;
+            continue;
+        }
+        int e = SSL_get_error(ts->ssl, n);
+        if (e == SSL_ERROR_WANT_WRITE) {
+            ts->writable = false;
+            return;
+        }
+        if (e == SSL_ERROR_WANT_READ)
+            return; /* resumes when readable (TLS 1.3 key update) */
+        char buf[256];
+        et_logf(ET_LOG_WARN, "tls_write_failed", "socket=%u err=%d detail=\"%s\"", ts->id, e,
+                et_tls_err_string(buf, sizeof(buf)));
+        et_tsock_close(ts, 0, "tls write failed");
+        return;
+    }
+}
+
+void et_tsock_set_ready(et_tsock *ts)
+{
+    atomic_store(&ts->state, ET_TS_READY);
+    et_timer_cancel(ts->w->r, &ts->timer);
+    if (ts->role == ET_ROLE_DATA && et_sock_set_notsent_lowat(ts->fd, ET_DATA_LOWAT) < 0)
+        et_logf(ET_LOG_WARN, "sockopt_failed", "socket=%u opt=TCP_NOTSENT_LOWAT", ts->id);
+    ET_COUNT(ts->w->eng->stats.sockets_up);
+}
+
+/* --- dispatch --------------------------------------------------------------------------- */
+
+static void stream_error(et_tsock *ts, const et_frame *f, uint16_t code)
+{
+    ET_COUNT(ts->w->eng->stats.frame_errors[et_stat_slot(code)]);
+    et_frame h = {0, f->user_channel, f->stream_id, ET_A_ERROR, 0, NULL};
+    et_msg m = {.error = {code, {NULL, 0}}};
+    (void)et_tsock_queue(ts, &h, &m);
+}
+
+/* stream_for finds the live stream a stream-scoped frame names, or handles the miss (a late
+ * frame for a tombstone is dropped; a stream never seen is a stream error). */
+static et_stream *stream_for(et_tsock *ts, const et_frame *f)
+{
+    et_stream *s = NULL;
+    switch (
+        et_stream_table_find(ts->w->streams, ts->sess->key, f->user_channel, f->stream_id, &s)) {
+    case ET_LOOKUP_LIVE:
+        if (s->ts == ts)
+            return s;
+        stream_error(ts, f, ET_WE_UNKNOWN_STREAM);
+        return NULL;
+    case ET_LOOKUP_TOMBSTONE: ET_COUNT(ts->w->eng->stats.late_frames_dropped); return NULL;
+    case ET_LOOKUP_NONE:
+    default: stream_error(ts, f, ET_WE_UNKNOWN_STREAM); return NULL;
+    }
+}
+
+static void on_cancel_ack(et_tsock *ts, const et_frame *f, const et_cancel_ack *a)
+{
+    ET_COUNT(ts->w->eng->stats.cancel_acks);
+    uint64_t now = et_now_ns();
+    et_logf(ET_LOG_INFO, "cancel_ack",
+            "uc=%u sid=%u outcome=%u rtt_ns=%llu handle_ns=%u dropped=%llu path=%s",
+            f->user_channel, f->stream_id, a->outcome,
+            (unsigned long long)(now > a->echo_ns ? now - a->echo_ns : 0), a->handle_ns,
+            (unsigned long long)a->dropped_bytes, ts->role == ET_ROLE_CONTROL ? "control" : "data");
+}
+
+/* dispatch handles one frame; returns ET_OK, or a wire error code (> 0) that closes |ts|. */
+static uint16_t dispatch(et_tsock *ts, const et_frame *f)
+{
+    et_engine *eng = ts->w->eng;
+    const et_action_info *info = et_action_lookup(f->action);
+    uint8_t incoming = eng->side == ET_SIDE_EDGE ? ET_DIR_ORIGIN_TO_EDGE : ET_DIR_EDGE_TO_ORIGIN;
+    if (!(info->dirs & incoming))
+        return ET_WE_WRONG_SOCKET;
+    et_msg m;
+    if (et_msg_parse(f, &m) < 0)
+        return ET_WE_BAD_PAYLOAD;
+
+    if (ts->state == ET_TS_HELLO) {
+        bool ok = eng->side == ET_SIDE_EDGE ? f->action == ET_A_HELLO
+                                            : f->action == ET_A_WELCOME || f->action == ET_A_ERROR;
+        if (!ok)
+            return ET_WE_UNEXPECTED;
+        int rv = eng->ops->on_handshake_frame(ts, f, &m);
+        if (rv < 0)
+            return et_err_class(rv) == ET_CLASS_PROTOCOL ? et_err_detail(rv) : ET_WE_INTERNAL;
+        return ET_WE_NONE;
+    }
+    if (info->handshake)
+        return ET_WE_UNEXPECTED;
+    if (!(info->sockets & (ts->role == ET_ROLE_CONTROL ? ET_SOCK_CONTROL : ET_SOCK_DATA)))
+        return ET_WE_WRONG_SOCKET;
+
+    et_stream *s;
+    switch (f->action) {
+    case ET_A_OPEN: {
+        if (ts->state != ET_TS_READY)
+            return ET_WE_UNEXPECTED;
+        et_lookup l = et_stream_table_find(ts->w->streams, ts->sess->key, f->user_channel,
+                                           f->stream_id, NULL);
+        if (l == ET_LOOKUP_TOMBSTONE) {
+            /* cancelled before it opened (the CANCEL overtook it): fail at once */
+            ET_COUNT(eng->stats.opens_refused_tombstone);
+            return ET_WE_NONE;
+        }
+        if (l == ET_LOOKUP_LIVE) {
+            stream_error(ts, f, ET_WE_STREAM_EXISTS);
+            return ET_WE_NONE;
+        }
+        int rv = eng->ops->on_open(ts, f, &m.open);
+        return rv < 0 && et_err_class(rv) == ET_CLASS_PROTOCOL ? et_err_detail(rv) : ET_WE_NONE;
+    }
+    case ET_A_DATA:
+        ET_COUNT_N(eng->stats.bytes_from_peer, f->length);
+        if ((s = stream_for(ts, f)) != NULL)
+            et_stream_on_data(s, m.data.p, m.data.n);
+        return ET_WE_NONE;
+    case ET_A_END:
+        if ((s = stream_for(ts, f)) != NULL)
+            et_stream_on_end(s);
+        return ET_WE_NONE;
+    case ET_A_WINDOW:
+        if ((s = stream_for(ts, f)) != NULL)
+            et_stream_on_window(s, m.window);
+        return ET_WE_NONE;
+    case ET_A_CANCEL: et_cancel_received(ts, f, &m.cancel); return ET_WE_NONE;
+    case ET_A_CANCEL_ACK: on_cancel_ack(ts, f, &m.cancel_ack); return ET_WE_NONE;
+    case ET_A_PING: {
+        et_frame h = {0, 0, 0, ET_A_PONG, 0, NULL};
+        (void)et_tsock_queue(ts, &h, &m);
+        return ET_WE_NONE;
+    }
+    case ET_A_PONG: return ET_WE_NONE;
+    case ET_A_GOAWAY:
+        atomic_store(&ts->state, ET_TS_DRAINING);
+        et_logf(ET_LOG_INFO, "goaway", "socket=%u code=%s drain_ms=%u", ts->id,
+                et_wire_error_name(m.goaway.code), m.goaway.drain_ms);
+        return ET_WE_NONE;
+    case ET_A_HEALTH:
+    case ET_A_HEALTH_ANSWER:
+    case ET_A_PUSH:
+        et_logf(ET_LOG_DEBUG, "frame_ignored", "socket=%u action=%s", ts->id, info->name);
+        return ET_WE_NONE;
+    case ET_A_ERROR:
+        if (f->user_channel == 0) {
+            et_logf(ET_LOG_WARN, "peer_error", "socket=%u code=%s", ts->id,
+                    et_wire_error_name(m.error.code));
+            et_tsock_close(ts, 0, "peer sent ERROR");
+            return ET_WE_NONE;
+        }
+        if (et_stream_table_find(ts->w->streams, ts->sess->key, f->user_channel, f->stream_id,
+                                 &s) == ET_LOOKUP_LIVE &&
+            s->ts == ts)
+            (void)et_stream_reset(s);
+        return ET_WE_NONE;
+    default: return ET_WE_UNKNOWN_ACTION;
+    }
+}
+
+/* read_frames hands every complete frame in the reader to dispatch; returns false once |ts| is
+ * closed. */
+static bool read_frames(et_tsock *ts)
+{
+    for (;;) {
+        et_frame f;
+        int rv = et_frame_reader_next(&ts->rd, &f);
+        if (rv == ET_FRAME_NEED_MORE)
+            return true;
+        uint16_t code = rv < 0 ? et_err_detail(rv) : dispatch(ts, &f);
+        if (ts->state == ET_TS_CLOSED)
+            return false;
+        if (code != ET_WE_NONE) {
+            et_engine *eng = ts->w->eng;
+            bool handshake = ts->state == ET_TS_HELLO;
+            if (handshake && eng->side == ET_SIDE_EDGE)
+                ET_COUNT(eng->stats.handshake_refused[et_stat_slot(code)]);
+            else
+                ET_COUNT(eng->stats.frame_errors[et_stat_slot(code)]);
+            et_logf(ET_LOG_WARN, handshake ? "handshake_refused" : "frame_error",
+                    "reason=%s peer=%s socket=%u", et_wire_error_name(code), ts->peer, ts->id);
+            et_tsock_close(ts, code, et_wire_error_name(code));
+            return false;
+        }
+    }
+}
+
+/* Bytes one read turn may take before yielding: a saturated socket must not keep its worker
+ * from the inbox, where cancels from other workers wait. */
+#define READ_BUDGET (256u * 1024u)
+
+static void read_loop(et_tsock *ts)
+{
+    size_t budget = READ_BUDGET;
+    while (ts->readable && ts->state != ET_TS_CLOSED) {
+        if (budget == 0) {
+            et_io_resume(ts->w->r, &ts->io, EPOLLIN);
+            return;
+        }
+        size_t avail;
+        uint8_t *p = et_frame_reader_space(&ts->rd, &avail);
+        if (p == NULL) {
+            et_tsock_close(ts, ET_WE_INTERNAL, "reader full");
+            return;
+        }
+        ERR_clear_error();
+        int n = SSL_read(ts->ssl, p, avail > INT32_MAX ? INT32_MAX : (int)avail);
+        if (n > 0) {
+            et_frame_reader_commit(&ts->rd, (size_t)n);
+            if (!read_frames(ts))
+                return;
+            budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+            continue;
+        }
+        int e = SSL_get_error(ts->ssl, n);
+        if (e == SSL_ERROR_WANT_READ) {
+            ts->readable = false;
+            return;
+        }
+        if (e == SSL_ERROR_WANT_WRITE) {
+            ts->writable = false;
+            return;
+        }
+        char buf[256];
+        et_logf(e == SSL_ERROR_ZERO_RETURN ? ET_LOG_INFO : ET_LOG_WARN, "tls_read_end",
+                "socket=%u err=%d detail=\"%s\"", ts->id, e, et_tls_err_string(buf, sizeof(buf)));
+        et_tsock_close(ts, 0, e == SSL_ERROR_ZERO_RETURN ? "peer closed" : "tls read failed");
+        return;
+    }
+}
+
+static void drive_handshake(et_tsock *ts)
+{
+    et_engine *eng = ts->w->eng;
+    ERR_clear_error();
+    int rc = SSL_do_handshake(ts->ssl);
+    if (rc == 1) {
+        atomic_store(&ts->state, ET_TS_HELLO);
+        if (eng->ops->on_tls_done != NULL && eng->ops->on_tls_done(ts) < 0)
+            et_tsock_close(ts, 0, "handshake setup failed");
+        return;
+    }
+    int e = SSL_get_error(ts->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) {
+        ts->readable = false;
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        ts->writable = false;
+        return;
+    }
+    char buf[256];
+    if (eng->side == ET_SIDE_EDGE) {
+        ET_COUNT(eng->stats.handshake_refused[et_stat_slot(ET_WE_PROTOCOL)]);
+        et_logf(ET_LOG_WARN, "handshake_refused", "reason=tls peer=%s detail=\"%s\"", ts->peer,
+                et_tls_err_string(buf, sizeof(buf)));
+    } else {
+        et_logf(ET_LOG_WARN, "tls_failed", "peer=%s detail=\"%s\"", ts->peer,
+                et_tls_err_string(buf, sizeof(buf)));
+    }
+    et_tsock_close(ts, 0, "tls handshake failed");
+}
+
+static void tsock_on_event(et_reactor *r, et_io *io, uint32_t events)
+{
+    et_tsock *ts = ET_CONTAINER_OF(io, et_tsock, io);
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        ts->readable = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        ts->writable = true;
+    if (ts->state == ET_TS_CONNECTING) {
+        if (!ts->writable)
+            return;
+        if (et_sock_connect_result(ts->fd) < 0) {
+            et_logf(ET_LOG_WARN, "connect_failed", "socket=%u errno=%d", ts->id, errno);
+            et_tsock_close(ts, 0, "connect failed");
+            return;
+        }
+        atomic_store(&ts->state, ET_TS_TLS);
+    }
+    if (ts->state == ET_TS_TLS) {
+        drive_handshake(ts);
+        if (ts->state != ET_TS_HELLO)
+            return;
+    }
+    if (ts->readable)
+        read_loop(ts);
+    if (ts->state != ET_TS_CLOSED)
+        et_tsock_flush(ts);
+}
