@@ -55,6 +55,7 @@ typedef struct et_stats {
     _Atomic uint64_t cancels_recv_control, cancels_recv_data;
     _Atomic uint64_t cancel_acks, late_frames_dropped, opens_refused_tombstone;
     _Atomic uint64_t public_refused, inbox_full;
+    _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];
 } et_stats;
@@ -109,6 +110,9 @@ struct et_engine {
     void *side_state;                  /* edge hub or origin config; owned by the side */
     void (*session_free_side)(void *); /* frees et_session.side */
 };
+
+/* et_session_hex writes the 32 hex digits of session id |id| and a NUL to |out|. */
+void et_session_hex(const uint8_t id[ET_SESSION_ID_LEN], char out[2 * ET_SESSION_ID_LEN + 1]);
 
 /* et_addr_format writes "ip:port" ("[v6]:port") of |sa| to |buf|. */
 void et_addr_format(const struct sockaddr *sa, char *buf, size_t n);

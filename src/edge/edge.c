@@ -304,8 +304,10 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
         es->next = hub->sessions;
         hub->sessions = es;
         es->in_hub = true;
-        et_logf(ET_LOG_INFO, "session_up", "tunnel=%s session=%02x%02x%02x%02x legacy=%d",
-                s->tunnel, s->id[0], s->id[1], s->id[2], s->id[3], s->legacy);
+        char hex[2 * ET_SESSION_ID_LEN + 1];
+        et_session_hex(s->id, hex);
+        et_logf(ET_LOG_INFO, "session_up", "tunnel=%s session=%s legacy=%d", s->tunnel, hex,
+                s->legacy);
     }
     int rv = et_session_attach(es->s, ts);
     if (rv < 0)
@@ -384,10 +386,11 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
     rv = et_tsock_queue(ts, &wh, &wm);
     if (rv == ET_OK) {
         et_tsock_set_ready(ts);
-        et_logf(ET_LOG_INFO, "socket_up",
-                "role=%s session=%02x%02x%02x%02x tunnel=%s socket=%u index=%u peer=%s",
-                h->role == ET_ROLE_CONTROL ? "control" : "data", h->session_id[0], h->session_id[1],
-                h->session_id[2], h->session_id[3], c->sub, ts->id, h->socket_index, ts->peer);
+        char hex[2 * ET_SESSION_ID_LEN + 1];
+        et_session_hex(h->session_id, hex);
+        et_logf(ET_LOG_INFO, "socket_up", "role=%s session=%s tunnel=%s socket=%u index=%u peer=%s",
+                h->role == ET_ROLE_CONTROL ? "control" : "data", hex, c->sub, ts->id,
+                h->socket_index, ts->peer);
     }
     free(c);
     return rv < 0 ? ET_E_PROTO(ET_WE_INTERNAL) : ET_OK;

@@ -183,9 +183,10 @@ static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg 
             sl->role == ET_ROLE_CONTROL ? "control" : "data", sl->index, w->socket_id,
             (int)w->tunnel.n, (const char *)w->tunnel.p);
     if (ready == os->nslots) {
-        const uint8_t *id = os->sess->id;
-        et_logf(ET_LOG_INFO, "ready", "session=%02x%02x%02x%02x control=%d data=%u", id[0], id[1],
-                id[2], id[3], os->cfg.no_control ? 0 : 1, os->cfg.data_conns);
+        char hex[2 * ET_SESSION_ID_LEN + 1];
+        et_session_hex(os->sess->id, hex);
+        et_logf(ET_LOG_INFO, "ready", "session=%s control=%d data=%u", hex,
+                os->cfg.no_control ? 0 : 1, os->cfg.data_conns);
     }
     return ET_OK;
 }

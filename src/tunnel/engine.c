@@ -153,13 +153,24 @@ void et_engine_log_stats(et_engine *eng)
             "streams_cancelled=%llu bytes_to_peer=%llu bytes_from_peer=%llu "
             "cancels_sent_control=%llu cancels_sent_data=%llu cancels_recv_control=%llu "
             "cancels_recv_data=%llu cancel_acks=%llu late_frames_dropped=%llu "
-            "opens_refused_tombstone=%llu public_refused=%llu inbox_full=%llu%s",
+            "opens_refused_tombstone=%llu public_refused=%llu inbox_full=%llu "
+            "handshake_refused_tls=%llu%s",
             V(sockets_up), V(sockets_down), V(streams_opened), V(streams_finished),
             V(streams_cancelled), V(bytes_to_peer), V(bytes_from_peer), V(cancels_sent_control),
             V(cancels_sent_data), V(cancels_recv_control), V(cancels_recv_data), V(cancel_acks),
             V(late_frames_dropped), V(opens_refused_tombstone), V(public_refused), V(inbox_full),
-            extra);
+            V(handshake_refused_tls), extra);
 #undef V
+}
+
+void et_session_hex(const uint8_t id[ET_SESSION_ID_LEN], char out[2 * ET_SESSION_ID_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < ET_SESSION_ID_LEN; i++) {
+        out[2 * i] = digits[id[i] >> 4];
+        out[2 * i + 1] = digits[id[i] & 15];
+    }
+    out[2 * ET_SESSION_ID_LEN] = '\0';
 }
 
 void et_addr_format(const struct sockaddr *sa, char *buf, size_t n)

@@ -441,7 +441,7 @@ static bool read_frames(et_tsock *ts)
 
 /* Bytes one read turn may take before yielding: a saturated socket must not keep its worker
  * from the inbox, where cancels from other workers wait. */
-#define READ_BUDGET (256u * 1024u)
+#define READ_BUDGET (64u * 1024u)
 
 static void read_loop(et_tsock *ts)
 {
@@ -504,8 +504,14 @@ static void drive_handshake(et_tsock *ts)
         return;
     }
     char buf[256];
+    if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN) {
+        /* The peer went away mid-handshake (EOF or reset): nothing was refused. */
+        et_logf(ET_LOG_DEBUG, "handshake_aborted", "peer=%s err=%d", ts->peer, e);
+        et_tsock_close(ts, 0, "peer left during TLS handshake");
+        return;
+    }
     if (eng->side == ET_SIDE_EDGE) {
-        ET_COUNT(eng->stats.handshake_refused[et_stat_slot(ET_WE_PROTOCOL)]);
+        ET_COUNT(eng->stats.handshake_refused_tls);
         et_logf(ET_LOG_WARN, "handshake_refused", "reason=tls peer=%s detail=\"%s\"", ts->peer,
                 et_tls_err_string(buf, sizeof(buf)));
     } else {
