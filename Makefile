@@ -2,7 +2,8 @@
 #
 #   make                      build edged and originctl (build/<cc>[-<sanitizer>]/)
 #   make test                 everything CI runs: format check, unit tests under ASan+UBSan with
-#                             gcc and clang, fuzz smoke run, integration tests
+#                             gcc and clang, fuzz smoke run, integration tests under ASan+UBSan
+#                             (gcc) and ThreadSanitizer (clang)
 #   make test-unit            unit tests in the current configuration (TEST=name for one)
 #   make fuzz                 every fuzz target as libFuzzer (clang) and AFL++ binaries
 #   make fuzz-smoke           each libFuzzer target for FUZZ_SECONDS, then a corpus replay
@@ -91,6 +92,7 @@ test: format-check
 	$(Q)$(MAKE) --no-print-directory test-sanitizers
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
 	$(Q)$(MAKE) --no-print-directory CC=gcc SANITIZER=address,undefined test-integration
+	$(Q)$(MAKE) --no-print-directory CC=clang SANITIZER=thread test-integration
 
 test-sanitizers:
 	$(Q)$(MAKE) --no-print-directory CC=gcc SANITIZER=address,undefined test-unit

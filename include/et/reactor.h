@@ -135,6 +135,19 @@ ET_MUST_USE int et_reactor_add(et_reactor *r, int fd, et_io *io);
  * the fd; it does not close it. */
 void et_reactor_del(et_reactor *r, et_io *io);
 
+/* et_reactor_watch registers |fd| on |r| for |io| with |events| | EPOLLET, from ANY thread (the
+ * one exception to the ownership rule: epoll_ctl is thread-safe). |io|'s handler then runs on
+ * |r|'s thread. For a thread that must hear about another thread's socket at once (a reset seen
+ * by an idle control thread while the owner is busy). The watcher does not own |fd| and is not a
+ * regular registration: do not pass |io| to et_reactor_del or et_io_resume. Returns 0, ET_E_IO
+ * (errno kept) or ET_E_USAGE. */
+ET_MUST_USE int et_reactor_watch(et_reactor *r, int fd, et_io *io, uint32_t events);
+
+/* et_reactor_unwatch removes the watch on |fd| from |r|, from any thread, before |fd| is closed.
+ * Events already fetched by |r| may still run |io|'s handler: free |io| only from a message
+ * posted to |r| after this call (it runs after any handler of that batch). */
+void et_reactor_unwatch(et_reactor *r, int fd);
+
 /* et_io_resume makes |r| call |io|'s handler with |events| after the current dispatch round (in
  * step 7), as if the kernel had reported them again; returns nothing. For a handler that
  * stopped reading or writing early on purpose and will get no new edge. Resumes not yet run are

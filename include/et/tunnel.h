@@ -2,12 +2,18 @@
  * sockets (TLS + frames), streams (one local TCP connection each), flow control and cancel.
  *
  * Ownership across threads. A tunnel socket (et_tsock) and every stream carried on it belong to
- * one worker: only that worker's thread touches them, with no lock. Work that crosses workers
- * goes through the target worker's inbox (et_reactor_post): a public connection handed to the
- * worker of the data socket chosen for it, a CANCEL to the worker of the control socket, a
- * CANCEL received on the control socket to every worker (the receiver cannot know which worker
- * owns the stream, and the CANCEL may have overtaken its OPEN). Sessions (et_session) are shared:
- * refcounted, their membership under a mutex that the data path never takes.
+ * one data worker: only that worker's thread touches them, with no lock. Control sockets belong
+ * to a dedicated control worker that carries no data, so it is idle and wakes at once. Work that
+ * crosses workers goes through the target's inbox (et_reactor_post): a public connection handed
+ * to the worker of the data socket chosen for it, a CANCEL a data worker wants sent.
+ *
+ * The registry (engine-wide, under one mutex that the data path never takes) maps every live
+ * stream and every recent cancel to its stream; it is touched when a stream opens, closes or is
+ * cancelled. The control worker also watches every stream's local socket for a reset
+ * (et_reactor_watch), so a public client that goes away is turned into a CANCEL on the control
+ * socket without waiting for the stream's busy data worker, and a CANCEL that arrives resets the
+ * local connection from the control worker at once (connect(AF_UNSPEC) sends the RST without
+ * closing the fd the data worker still owns); the data worker then cleans up.
  *
  * The cancel path (spec/protocol.md §7.3, §8): a stream keeps no queue of outgoing DATA: it reads
  * from its local socket straight into the record being built when its tunnel socket can take
@@ -99,9 +105,12 @@ struct et_worker {
 struct et_engine {
     et_side side;
     const et_side_ops *ops;
-    SSL_CTX *ssl_ctx; /* owned */
-    unsigned nworkers;
-    et_worker workers[ET_MAX_WORKERS];
+    SSL_CTX *ssl_ctx;                      /* owned */
+    unsigned nworkers;                     /* data workers */
+    et_worker workers[ET_MAX_WORKERS + 1]; /* the data workers, then the control worker */
+    et_worker *control;                    /* &workers[nworkers]: owns the control sockets */
+    pthread_mutex_t reg_mu;                /* guards reg and et_stream.cancelled */
+    et_stream_table *reg;                  /* owned: the registry (see the top of this file) */
     et_stats stats;
     _Atomic uint32_t next_socket_id;
     _Atomic uint32_t next_session_key;
@@ -117,7 +126,8 @@ void et_session_hex(const uint8_t id[ET_SESSION_ID_LEN], char out[2 * ET_SESSION
 /* et_addr_format writes "ip:port" ("[v6]:port") of |sa| to |buf|. */
 void et_addr_format(const struct sockaddr *sa, char *buf, size_t n);
 
-/* et_engine_init sets up |eng| with |nworkers| reactors (not yet running). The engine takes
+/* et_engine_init sets up |eng| with |nworkers| data reactors and one control reactor (not yet
+ * running). The engine takes
  * ownership of |ctx|. Returns ET_OK, ET_E_NOMEM, ET_E_IO or ET_E_USAGE. */
 ET_MUST_USE int et_engine_init(et_engine *eng, et_side side, const et_side_ops *ops, SSL_CTX *ctx,
                                unsigned nworkers);
@@ -202,7 +212,7 @@ struct et_tsock {
     uint8_t role;          /* et_role */
     _Atomic uint8_t state; /* et_tsock_state; written by the owner, read anywhere as a hint */
     bool readable, writable;
-    bool in_read;     /* inside the read loop: flushes are deferred to its end */
+    bool moving;      /* being handed to another worker: stop touching it here */
     et_session *sess; /* one reference owned, once bound */
     char peer[64];
 
@@ -219,6 +229,8 @@ struct et_tsock {
 
     et_task flush_task;
     et_task free_task;
+    et_task move_task; /* hands the socket over after the current round (et_tsock_move) */
+    et_worker *move_to;
     et_timer timer; /* handshake timeout */
     void *side;     /* side-specific (origin: pool slot) */
 };
@@ -278,15 +290,24 @@ struct et_stream {
     uint32_t recv_window;        /* the window we grant (for the half-window WINDOW rule) */
     uint32_t recv_unacked;       /* consumed bytes not yet returned with WINDOW */
     et_chunk *rq_head, *rq_tail; /* owned: received DATA not yet written locally */
-    size_t rq_bytes;
+    _Atomic size_t rq_bytes;     /* written by the owner, read by the control worker */
+    bool cancelled;              /* under eng->reg_mu: a CANCEL went or came for it */
+    struct et_watch *watch;      /* the control worker's watch on fd; freed by that worker */
     et_stream *ready_prev, *ready_next;
     uint64_t opened_ns;
     et_task free_task;
 };
 
-/* et_stream_new creates a stream on |ts|'s worker for local |fd| (ownership taken; -1 while an
- * origin connect has not started), adds it to the stream table and registers the fd. */
-et_stream *et_stream_new(et_tsock *ts, uint32_t uc, uint32_t sid, int fd, bool connecting);
+/* et_stream_open reserves stream (uc, sid) on |ts| (a data socket) in the registry and in its
+ * worker's table, without a local fd yet. Returns ET_OK with |*out| set, ET_E_CLOSED when the
+ * peer already cancelled it (its CANCEL overtook the OPEN: a tombstone is left for its late
+ * frames), or ET_E_NOMEM. */
+ET_MUST_USE int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, et_stream **out);
+
+/* et_stream_attach gives |s| its local |fd| (ownership taken; |connecting| while an origin's
+ * connect is in progress) and registers it with the data worker and the control worker's watch.
+ * Returns ET_OK, or an error after which |s| is gone (cancelled meanwhile, or setup failed). */
+ET_MUST_USE int et_stream_attach(et_stream *s, int fd, bool connecting);
 
 /* et_stream_cancel ends |s| abortively from our side: CANCEL to the peer (control socket when
  * the session has one, else |s|'s data socket ahead of its data), the local fd reset, a
@@ -344,10 +365,15 @@ void et_stream_table_sweep(et_stream_table *t, uint64_t now);
 void et_stream_table_each(et_stream_table *t, void (*fn)(et_stream *s, void *arg), void *arg);
 size_t et_stream_table_count(const et_stream_table *t);
 
-/* --- cancel delivery across workers ------------------------------------------------------- */
+/* --- cancel delivery ---------------------------------------------------------------------- */
 
-/* et_cancel_received handles a CANCEL read on |ts| (any role): resets the stream(s) on every
- * worker and answers CANCEL_ACK on |ts| once all have answered. */
+/* et_cancel_received handles a CANCEL read on |ts| (any role, any worker): resets the local
+ * connection of the stream(s) at once through the registry, tells their data workers, and
+ * answers CANCEL_ACK on |ts|. */
 void et_cancel_received(et_tsock *ts, const et_frame *f, const et_cancel *c);
+
+/* et_tsock_move hands |ts| (on its worker's thread) over to worker |to|: it stops on this worker
+ * at once and resumes on |to| with whatever it had buffered. */
+void et_tsock_move(et_tsock *ts, et_worker *to);
 
 #endif

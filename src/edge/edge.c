@@ -108,16 +108,23 @@ static void open_public_stream(et_tsock *ts, int fd)
             a->family = 4; /* unknown: 0.0.0.0:0 */
         }
     }
-    et_stream *s = et_stream_new(ts, uc, 1, fd, false);
-    if (s == NULL) {
+    et_stream *s = NULL;
+    if (et_stream_open(ts, uc, 1, &s) < 0) {
         ET_COUNT(ts->w->eng->stats.public_refused);
+        et_sock_reset_close(fd);
         return;
     }
     s->send_credit = ts->peer_window;
+    /* OPEN is queued before the fd can produce any DATA, so it always goes first. */
     et_frame h = {0, uc, 1, ET_A_OPEN, 0, NULL};
     et_msg m = {.open = o};
-    if (et_tsock_queue(ts, &h, &m) < 0)
+    if (et_tsock_queue(ts, &h, &m) < 0) {
+        et_sock_reset_close(fd);
         (void)et_stream_reset(s);
+        return;
+    }
+    if (et_stream_attach(s, fd, false) < 0)
+        ET_COUNT(ts->w->eng->stats.public_refused);
 }
 
 typedef struct handoff {
@@ -391,6 +398,8 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
         et_logf(ET_LOG_INFO, "socket_up", "role=%s session=%s tunnel=%s socket=%u index=%u peer=%s",
                 h->role == ET_ROLE_CONTROL ? "control" : "data", hex, c->sub, ts->id,
                 h->socket_index, ts->peer);
+        if (h->role == ET_ROLE_CONTROL)
+            et_tsock_move(ts, eng->control); /* control sockets live on the control worker */
     }
     free(c);
     return rv < 0 ? ET_E_PROTO(ET_WE_INTERNAL) : ET_OK;

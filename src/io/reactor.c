@@ -337,6 +337,24 @@ int et_reactor_add(et_reactor *r, int fd, et_io *io)
     return ET_OK;
 }
 
+int et_reactor_watch(et_reactor *r, int fd, et_io *io, uint32_t events)
+{
+    ET_ENSURE(r != NULL && io != NULL && io->on_event != NULL, ET_E_USAGE);
+    io->fd = fd;
+    /* epoll_ctl(ADD) publishes |io| to the thread that gets it from epoll_wait (the kernel
+     * orders them; ThreadSanitizer models it as release / acquire on the epoll fd). */
+    struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = io};
+    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return IO_ERROR();
+    return ET_OK;
+}
+
+void et_reactor_unwatch(et_reactor *r, int fd)
+{
+    struct epoll_event ev = {0};
+    (void)epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, &ev);
+}
+
 void et_reactor_del(et_reactor *r, et_io *io)
 {
     if (io == NULL || io->reactor == NULL)

@@ -224,20 +224,25 @@ static int origin_open(et_tsock *ts, const et_frame *f, const et_open *o)
                               ET_CR_ORIGIN_REFUSED);
         return ET_OK;
     }
-    int fd = -1;
-    int rv = et_sock_connect_start((const struct sockaddr *)&route->local, route->local_len, &fd);
-    if (rv < 0 && rv != ET_E_AGAIN) {
-        et_stream_send_cancel(ts->w, ts->sess, ts, f->user_channel, f->stream_id,
-                              ET_CR_ORIGIN_REFUSED);
+    et_stream *s = NULL;
+    int rv = et_stream_open(ts, f->user_channel, f->stream_id, &s);
+    if (rv == ET_E_CLOSED) {
+        /* The CANCEL overtook this OPEN: never connect to the local service. */
+        ET_COUNT(eng->stats.opens_refused_tombstone);
         return ET_OK;
     }
-    et_stream *s = et_stream_new(ts, f->user_channel, f->stream_id, fd, true);
-    if (s == NULL) {
+    if (rv < 0) {
         et_stream_send_cancel(ts->w, ts->sess, ts, f->user_channel, f->stream_id, ET_CR_LIMIT);
         return ET_OK;
     }
     s->send_credit = o->initial_window;
-    if (rv == ET_OK)
+    int fd = -1;
+    rv = et_sock_connect_start((const struct sockaddr *)&route->local, route->local_len, &fd);
+    if (rv < 0 && rv != ET_E_AGAIN) {
+        et_stream_cancel(s, ET_CR_ORIGIN_REFUSED);
+        return ET_OK;
+    }
+    if (et_stream_attach(s, fd, rv == ET_E_AGAIN) == ET_OK && rv == ET_OK)
         et_stream_connected(s, true);
     return ET_OK;
 }
@@ -271,7 +276,9 @@ int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
         bool ctrl = !cfg->no_control && i == 0;
         sl->role = ctrl ? ET_ROLE_CONTROL : ET_ROLE_DATA;
         sl->index = (uint16_t)(ctrl ? 0 : cfg->no_control ? i : i - 1);
-        sl->w = &eng->workers[i % eng->nworkers];
+        /* The control socket lives on the control worker; data sockets spread over the rest. */
+        sl->w =
+            ctrl ? eng->control : &eng->workers[(i - (cfg->no_control ? 0 : 1)) % eng->nworkers];
         et_timer_init(&sl->redial, redial_fire);
     }
     ET_GUARD(et_engine_start(eng));

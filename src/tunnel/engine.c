@@ -11,7 +11,6 @@
 #include <netinet/in.h>
 
 #include <openssl/ssl.h>
-#include <xxhash.h>
 
 #include "et/logf.h"
 #include "et/tls.h"
@@ -35,6 +34,11 @@ static void sweep_fire(et_reactor *r, et_timer *t)
     et_worker *w = ET_CONTAINER_OF(t, et_worker, sweep);
     uint64_t now = et_reactor_now(r);
     et_stream_table_sweep(w->streams, now);
+    if (w == w->eng->control) {
+        pthread_mutex_lock(&w->eng->reg_mu);
+        et_stream_table_sweep(w->eng->reg, now);
+        pthread_mutex_unlock(&w->eng->reg_mu);
+    }
     if (et_timer_arm(r, t, now + 1000000000ull) < 0)
         et_logf(ET_LOG_ERROR, "timer_failed", "worker=%u", w->index);
 }
@@ -47,6 +51,12 @@ static void worker_hello(et_reactor *r, void *arg)
         et_logf(ET_LOG_ERROR, "timer_failed", "worker=%u", w->index);
 }
 
+/* all_workers returns the number of workers, the control worker included. */
+static unsigned all_workers(const et_engine *eng)
+{
+    return eng->control != NULL ? eng->nworkers + 1 : eng->nworkers;
+}
+
 int et_engine_init(et_engine *eng, et_side side, const et_side_ops *ops, SSL_CTX *ctx,
                    unsigned nworkers)
 {
@@ -57,12 +67,18 @@ int et_engine_init(et_engine *eng, et_side side, const et_side_ops *ops, SSL_CTX
     eng->ops = ops;
     atomic_init(&eng->next_socket_id, 1);
     atomic_init(&eng->next_session_key, 1);
-    for (unsigned i = 0; i < nworkers; i++) {
+    pthread_mutex_init(&eng->reg_mu, NULL);
+    eng->reg = et_stream_table_new();
+    ET_ENSURE(eng->reg != NULL, ET_E_NOMEM);
+    for (unsigned i = 0; i <= nworkers; i++) {
         et_worker *w = &eng->workers[i];
         w->eng = eng;
         w->index = i;
-        eng->nworkers = i + 1;
         ET_GUARD(et_reactor_new(&w->r, 0, 0));
+        if (i == nworkers)
+            eng->control = w;
+        else
+            eng->nworkers = i + 1;
         w->streams = et_stream_table_new();
         ET_ENSURE(w->streams != NULL, ET_E_NOMEM);
         et_timer_init(&w->sweep, sweep_fire);
@@ -72,7 +88,7 @@ int et_engine_init(et_engine *eng, et_side side, const et_side_ops *ops, SSL_CTX
 
 int et_engine_start(et_engine *eng)
 {
-    for (unsigned i = 0; i < eng->nworkers; i++) {
+    for (unsigned i = 0; i < all_workers(eng); i++) {
         et_worker *w = &eng->workers[i];
         ET_GUARD(et_reactor_post(w->r, worker_hello, w));
         ET_GUARD(et_reactor_start_thread(w->r));
@@ -83,9 +99,9 @@ int et_engine_start(et_engine *eng)
 void et_engine_stop(et_engine *eng)
 {
     atomic_store(&eng->stopping, true);
-    for (unsigned i = 0; i < eng->nworkers; i++)
+    for (unsigned i = 0; i < all_workers(eng); i++)
         et_reactor_stop(eng->workers[i].r);
-    for (unsigned i = 0; i < eng->nworkers; i++) {
+    for (unsigned i = 0; i < all_workers(eng); i++) {
         if (eng->workers[i].r != NULL && et_reactor_join(eng->workers[i].r) < 0)
             et_logf(ET_LOG_WARN, "join_failed", "worker=%u", i);
     }
@@ -99,28 +115,40 @@ static void cleanup_stream(et_stream *s, void *arg)
 
 void et_engine_cleanup(et_engine *eng)
 {
-    for (unsigned i = 0; i < eng->nworkers; i++) {
-        et_worker *w = &eng->workers[i];
-        if (w->r == NULL)
-            continue;
-        /* Quiescent: no thread runs the reactor, so closing here is like closing on it. */
-        if (w->streams != NULL)
-            et_stream_table_each(w->streams, cleanup_stream, NULL);
-        while (w->tsocks != NULL)
-            et_tsock_close(w->tsocks, 0, "shutdown");
-        /* Run the deferred frees queued by the closes above. */
-        for (int k = 0; k < 4; k++)
-            if (et_reactor_run_once(w->r, 0) < 0)
+    unsigned n = all_workers(eng);
+    /* Quiescent: no thread runs the reactors, so closing here is like closing on them. Each
+     * round closes what is there, then runs what the closes queued (deferred frees, watches to
+     * free, a socket that was on its way to another worker and lands now). */
+    for (int round = 0; round < 8; round++) {
+        for (unsigned i = 0; i < n; i++) {
+            et_worker *w = &eng->workers[i];
+            if (w->r == NULL)
+                continue;
+            if (w->streams != NULL)
+                et_stream_table_each(w->streams, cleanup_stream, NULL);
+            while (w->tsocks != NULL)
+                et_tsock_close(w->tsocks, 0, "shutdown");
+        }
+        for (unsigned i = 0; i < n; i++)
+            if (eng->workers[i].r != NULL && et_reactor_run_once(eng->workers[i].r, 0) < 0)
                 break;
-        et_timer_cancel(w->r, &w->sweep);
     }
-    for (unsigned i = 0; i < eng->nworkers; i++) {
+    for (unsigned i = 0; i < n; i++) {
+        et_worker *w = &eng->workers[i];
+        if (w->r != NULL)
+            et_timer_cancel(w->r, &w->sweep);
+    }
+    for (unsigned i = 0; i < n; i++) {
         et_worker *w = &eng->workers[i];
         et_reactor_free(w->r);
         w->r = NULL;
         et_stream_table_free(w->streams);
         w->streams = NULL;
     }
+    eng->control = NULL;
+    et_stream_table_free(eng->reg);
+    eng->reg = NULL;
+    pthread_mutex_destroy(&eng->reg_mu);
     SSL_CTX_free(eng->ssl_ctx);
     eng->ssl_ctx = NULL;
 }
@@ -277,291 +305,4 @@ et_tsock *et_session_pick_data(et_session *s)
     }
     pthread_mutex_unlock(&s->mu);
     return pick;
-}
-
-/* --- stream table ----------------------------------------------------------------------- */
-
-typedef struct entry {
-    uint32_t sess, uc, sid;
-    uint8_t state; /* 0 empty, ET_LOOKUP_LIVE, ET_LOOKUP_TOMBSTONE */
-    et_stream *s;
-    uint64_t expiry;
-} entry;
-
-struct et_stream_table {
-    entry *slots; /* owned */
-    size_t cap;   /* power of two */
-    size_t used;
-    size_t live;
-};
-
-static uint64_t key_hash(uint32_t sess, uint32_t uc, uint32_t sid)
-{
-    uint32_t k[3] = {sess, uc, sid};
-    return XXH3_64bits(k, sizeof(k));
-}
-
-et_stream_table *et_stream_table_new(void)
-{
-    et_stream_table *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return NULL;
-    t->cap = 256;
-    t->slots = calloc(t->cap, sizeof(entry));
-    if (t->slots == NULL) {
-        free(t);
-        return NULL;
-    }
-    return t;
-}
-
-void et_stream_table_free(et_stream_table *t)
-{
-    if (t == NULL)
-        return;
-    free(t->slots);
-    free(t);
-}
-
-static entry *find_slot(et_stream_table *t, uint32_t sess, uint32_t uc, uint32_t sid)
-{
-    size_t mask = t->cap - 1;
-    for (size_t i = key_hash(sess, uc, sid) & mask;; i = (i + 1) & mask) {
-        entry *e = &t->slots[i];
-        if (e->state == 0 || (e->sess == sess && e->uc == uc && e->sid == sid))
-            return e;
-    }
-}
-
-static int grow(et_stream_table *t)
-{
-    entry *old = t->slots;
-    size_t oldcap = t->cap;
-    entry *slots = calloc(oldcap * 2, sizeof(entry));
-    ET_ENSURE(slots != NULL, ET_E_NOMEM);
-    t->slots = slots;
-    t->cap = oldcap * 2;
-    for (size_t i = 0; i < oldcap; i++)
-        if (old[i].state != 0)
-            *find_slot(t, old[i].sess, old[i].uc, old[i].sid) = old[i];
-    free(old);
-    return ET_OK;
-}
-
-et_lookup et_stream_table_find(et_stream_table *t, uint32_t sess, uint32_t uc, uint32_t sid,
-                               et_stream **out)
-{
-    entry *e = find_slot(t, sess, uc, sid);
-    if (out != NULL)
-        *out = e->state == ET_LOOKUP_LIVE ? e->s : NULL;
-    return (et_lookup)e->state;
-}
-
-static int upsert(et_stream_table *t, uint32_t sess, uint32_t uc, uint32_t sid, uint8_t state,
-                  et_stream *s, uint64_t expiry)
-{
-    if ((t->used + 1) * 10 > t->cap * 7)
-        ET_GUARD(grow(t));
-    entry *e = find_slot(t, sess, uc, sid);
-    if (e->state == 0)
-        t->used++;
-    if (e->state == ET_LOOKUP_LIVE)
-        t->live--;
-    if (state == ET_LOOKUP_LIVE)
-        t->live++;
-    *e = (entry){sess, uc, sid, state, s, expiry};
-    return ET_OK;
-}
-
-int et_stream_table_put(et_stream_table *t, uint32_t sess, uint32_t uc, uint32_t sid, et_stream *s)
-{
-    return upsert(t, sess, uc, sid, ET_LOOKUP_LIVE, s, 0);
-}
-
-int et_stream_table_bury(et_stream_table *t, uint32_t sess, uint32_t uc, uint32_t sid,
-                         uint64_t expiry)
-{
-    return upsert(t, sess, uc, sid, ET_LOOKUP_TOMBSTONE, NULL, expiry);
-}
-
-/* remove_at deletes slot |i| with backward-shift deletion (no deletion markers). */
-static void remove_at(et_stream_table *t, size_t i)
-{
-    size_t mask = t->cap - 1;
-    t->slots[i].state = 0;
-    t->used--;
-    for (size_t j = (i + 1) & mask; t->slots[j].state != 0; j = (j + 1) & mask) {
-        entry e = t->slots[j];
-        size_t home = key_hash(e.sess, e.uc, e.sid) & mask;
-        /* e may move to the hole at i if its home is not in (i, j] cyclically */
-        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!stays) {
-            t->slots[i] = e;
-            t->slots[j].state = 0;
-            i = j;
-        }
-    }
-}
-
-void et_stream_table_sweep(et_stream_table *t, uint64_t now)
-{
-    for (size_t i = 0; i < t->cap;) {
-        entry *e = &t->slots[i];
-        if (e->state == ET_LOOKUP_TOMBSTONE && e->expiry <= now)
-            remove_at(t, i); /* a shifted entry now sits at i: look at it again */
-        else
-            i++;
-    }
-}
-
-void et_stream_table_each(et_stream_table *t, void (*fn)(et_stream *s, void *arg), void *arg)
-{
-    /* Collect first: |fn| may bury entries (which can grow and rehash the table). */
-    size_t n = 0, k = 0;
-    for (size_t i = 0; i < t->cap; i++)
-        n += t->slots[i].state == ET_LOOKUP_LIVE;
-    if (n == 0)
-        return;
-    et_stream **list = malloc(n * sizeof(*list));
-    if (list == NULL)
-        abort();
-    for (size_t i = 0; i < t->cap; i++)
-        if (t->slots[i].state == ET_LOOKUP_LIVE)
-            list[k++] = t->slots[i].s;
-    for (size_t i = 0; i < k; i++)
-        fn(list[i], arg);
-    free(list);
-}
-
-size_t et_stream_table_count(const et_stream_table *t)
-{
-    return t->live;
-}
-
-/* --- cancel delivery -------------------------------------------------------------------- */
-
-typedef struct cancel_job {
-    _Atomic int remaining; /* workers still to answer */
-    _Atomic int found;     /* bit 0: a live stream was reset; bit 1: it had finished */
-    _Atomic uint64_t dropped;
-    et_tsock *reply; /* one reference: where the CANCEL_ACK goes */
-    uint32_t sess_key, uc, sid;
-    uint8_t flags;
-    uint16_t reason;
-    uint64_t echo_ns, recv_ns;
-} cancel_job;
-
-static void ack_send(et_reactor *r, void *arg)
-{
-    cancel_job *job = arg;
-    et_tsock *ts = job->reply;
-    int found = atomic_load(&job->found);
-    if (ts->state != ET_TS_CLOSED) {
-        uint64_t handle = et_now_ns() - job->recv_ns;
-        et_frame h = {0, job->uc, job->sid, ET_A_CANCEL_ACK, job->flags, NULL};
-        et_msg m = {.cancel_ack = {found & 1   ? ET_CO_RESET
-                                   : found & 2 ? ET_CO_FINISHED
-                                               : ET_CO_UNKNOWN,
-                                   job->echo_ns,
-                                   handle > UINT32_MAX ? UINT32_MAX : (uint32_t)handle,
-                                   atomic_load(&job->dropped)}};
-        if (et_tsock_queue(ts, &h, &m) == ET_OK)
-            et_tsock_flush(ts);
-    }
-    et_tsock_unref(ts);
-    free(job);
-}
-
-typedef struct chan_ctx {
-    cancel_job *job;
-    et_worker *w;
-} chan_ctx;
-
-static void reset_one(cancel_job *job, et_stream *s)
-{
-    uint64_t dropped = et_stream_reset(s);
-    atomic_fetch_add(&job->dropped, dropped);
-    atomic_fetch_or(&job->found, 1);
-    uint64_t handle = et_now_ns() - job->recv_ns;
-    et_logf(ET_LOG_INFO, "stream_cancel",
-            "uc=%u sid=%u reason=%u handle_ns=%llu dropped=%llu path=%s", job->uc, s->sid,
-            job->reason, (unsigned long long)handle, (unsigned long long)dropped,
-            job->reply->role == ET_ROLE_CONTROL ? "control" : "data");
-}
-
-static void chan_each(et_stream *s, void *arg)
-{
-    chan_ctx *c = arg;
-    if (s->sess->key == c->job->sess_key && s->uc == c->job->uc)
-        reset_one(c->job, s);
-}
-
-static void cancel_on_worker(et_reactor *r, void *arg)
-{
-    cancel_job *job = arg;
-    et_worker *w = tl_worker;
-    if (job->flags & ET_F_CANCEL_CHANNEL) {
-        chan_ctx c = {job, w};
-        et_stream_table_each(w->streams, chan_each, &c);
-    } else {
-        et_stream *s = NULL;
-        switch (et_stream_table_find(w->streams, job->sess_key, job->uc, job->sid, &s)) {
-        case ET_LOOKUP_LIVE: reset_one(job, s); break;
-        case ET_LOOKUP_TOMBSTONE: atomic_fetch_or(&job->found, 2); break;
-        case ET_LOOKUP_NONE:
-        default:
-            /* The CANCEL overtook its OPEN (or the stream lives on another worker): a
-             * tombstone makes a late OPEN here fail at once. */
-            if (et_stream_table_bury(w->streams, job->sess_key, job->uc, job->sid,
-                                     et_reactor_now(r) + ET_TOMBSTONE_NS) < 0)
-                et_logf(ET_LOG_ERROR, "tombstone_failed", "uc=%u", job->uc);
-            break;
-        }
-    }
-    if (atomic_fetch_sub(&job->remaining, 1) != 1)
-        return;
-    et_worker *rw = job->reply->w;
-    if (rw == w)
-        ack_send(r, job);
-    else if (et_reactor_post(rw->r, ack_send, job) < 0) {
-        ET_COUNT(w->eng->stats.inbox_full);
-        et_tsock_unref(job->reply);
-        free(job);
-    }
-}
-
-void et_cancel_received(et_tsock *ts, const et_frame *f, const et_cancel *c)
-{
-    et_engine *eng = ts->w->eng;
-    if (ts->role == ET_ROLE_CONTROL)
-        ET_COUNT(eng->stats.cancels_recv_control);
-    else
-        ET_COUNT(eng->stats.cancels_recv_data);
-    cancel_job *job = calloc(1, sizeof(*job));
-    if (job == NULL || ts->sess == NULL) {
-        free(job);
-        return;
-    }
-    atomic_init(&job->remaining, (int)eng->nworkers);
-    job->reply = ts;
-    et_tsock_ref(ts);
-    job->sess_key = ts->sess->key;
-    job->uc = f->user_channel;
-    job->sid = f->stream_id;
-    job->flags = f->flags;
-    job->reason = c->reason;
-    job->echo_ns = c->sent_ns;
-    job->recv_ns = et_now_ns();
-    /* Other workers first, so they work in parallel with this one. */
-    for (unsigned i = 0; i < eng->nworkers; i++) {
-        et_worker *w = &eng->workers[i];
-        if (w == ts->w)
-            continue;
-        if (et_reactor_post(w->r, cancel_on_worker, job) < 0) {
-            /* Cannot reach that worker: count it as answered so the ack still goes out. */
-            ET_COUNT(eng->stats.inbox_full);
-            atomic_fetch_sub(&job->remaining, 1);
-        }
-    }
-    cancel_on_worker(ts->w->r, job);
 }

@@ -11,6 +11,8 @@
 #include "et/logf.h"
 #include "et/tls.h"
 
+#include "tunnel_internal.h"
+
 /* Received DATA that the local socket could not take yet. */
 struct et_chunk {
     et_chunk *next;
@@ -30,38 +32,62 @@ static uint16_t gone_reason(const et_stream *s)
     return s->w->eng->side == ET_SIDE_EDGE ? ET_CR_CLIENT_GONE : ET_CR_ORIGIN_GONE;
 }
 
-et_stream *et_stream_new(et_tsock *ts, uint32_t uc, uint32_t sid, int fd, bool connecting)
+int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, et_stream **out)
 {
+    *out = NULL;
     et_stream *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        goto err;
+    ET_ENSURE(s != NULL, ET_E_NOMEM);
     s->w = ts->w;
     s->ts = ts;
     s->sess = ts->sess;
-    s->fd = fd;
+    s->fd = -1;
     s->uc = uc;
     s->sid = sid;
-    s->connecting = connecting;
     s->recv_window = s->recv_limit = ET_WINDOW_DEFAULT;
     s->opened_ns = et_reactor_now(ts->w->r);
+    atomic_init(&s->rq_bytes, 0);
     et_io_init(&s->io, stream_on_event);
     et_task_init(&s->free_task, free_task_fn);
-    if (et_stream_table_put(ts->w->streams, ts->sess->key, uc, sid, s) < 0)
-        goto err;
-    if (fd >= 0 && et_reactor_add(ts->w->r, fd, &s->io) < 0) {
-        if (et_stream_table_bury(ts->w->streams, ts->sess->key, uc, sid,
-                                 et_reactor_now(ts->w->r) + ET_TOMBSTONE_NS) < 0)
-            abort(); /* the slot exists: burying it cannot allocate */
-        goto err;
+    int rv = et_registry_open(s);
+    if (rv == ET_OK && et_stream_table_put(ts->w->streams, ts->sess->key, uc, sid, s) < 0) {
+        et_registry_close(s);
+        rv = ET_E_NOMEM;
+    }
+    if (rv < 0) {
+        if (rv == ET_E_CLOSED) {
+            /* cancelled before it opened: its late frames are dropped, not errors */
+            if (et_stream_table_bury(ts->w->streams, ts->sess->key, uc, sid,
+                                     et_reactor_now(ts->w->r) + ET_TOMBSTONE_NS) < 0)
+                rv = ET_E_NOMEM;
+        }
+        free(s);
+        return rv;
     }
     ts->nstreams++;
     ET_COUNT(ts->w->eng->stats.streams_opened);
-    return s;
-err:
-    if (fd >= 0)
+    *out = s;
+    return ET_OK;
+}
+
+int et_stream_attach(et_stream *s, int fd, bool connecting)
+{
+    et_engine *eng = s->w->eng;
+    pthread_mutex_lock(&eng->reg_mu);
+    bool cancelled = s->cancelled;
+    if (!cancelled)
+        s->fd = fd; /* the control worker may reset it from now on */
+    pthread_mutex_unlock(&eng->reg_mu);
+    s->connecting = connecting;
+    if (cancelled) {
         et_sock_reset_close(fd);
-    free(s);
-    return NULL;
+        (void)et_stream_reset(s);
+        return ET_E_CLOSED;
+    }
+    if (et_reactor_add(s->w->r, fd, &s->io) < 0 || et_watch_start(s) < 0) {
+        et_stream_cancel(s, ET_CR_LIMIT);
+        return ET_E_IO;
+    }
+    return ET_OK;
 }
 
 /* --- ready list --------------------------------------------------------------------------- */
@@ -113,14 +139,14 @@ void et_stream_update_ready(et_stream *s)
 
 static uint64_t drop_queue(et_stream *s)
 {
-    uint64_t dropped = s->rq_bytes;
+    uint64_t dropped = atomic_load_explicit(&s->rq_bytes, memory_order_relaxed);
     while (s->rq_head != NULL) {
         et_chunk *c = s->rq_head;
         s->rq_head = c->next;
         free(c);
     }
     s->rq_tail = NULL;
-    s->rq_bytes = 0;
+    atomic_store_explicit(&s->rq_bytes, 0, memory_order_relaxed);
     return dropped;
 }
 
@@ -132,7 +158,10 @@ static void teardown(et_stream *s, bool reset)
         return;
     s->closed = true;
     ready_remove(s);
+    /* The registry first: from then on the control worker leaves the fd alone. */
+    et_registry_close(s);
     if (s->fd >= 0) {
+        et_watch_stop(s);
         et_reactor_del(s->w->r, &s->io);
         if (reset)
             et_sock_reset_close(s->fd);
@@ -152,7 +181,7 @@ uint64_t et_stream_reset(et_stream *s)
 {
     if (s->closed)
         return 0;
-    uint64_t dropped = s->rq_bytes;
+    uint64_t dropped = atomic_load_explicit(&s->rq_bytes, memory_order_relaxed);
     ET_COUNT(s->w->eng->stats.streams_cancelled);
     teardown(s, true);
     return dropped;
@@ -168,79 +197,12 @@ static void maybe_finish(et_stream *s)
 
 /* --- cancel ------------------------------------------------------------------------------- */
 
-typedef struct cancel_msg {
-    et_tsock *ctrl; /* one reference */
-    uint32_t uc, sid;
-    uint16_t reason;
-    uint64_t sent_ns;
-} cancel_msg;
-
-static bool queue_cancel(et_tsock *ts, uint32_t uc, uint32_t sid, uint16_t reason, uint64_t sent_ns)
-{
-    if (ts->state != ET_TS_READY && ts->state != ET_TS_DRAINING)
-        return false;
-    et_frame h = {0, uc, sid, ET_A_CANCEL, 0, NULL};
-    et_msg m = {.cancel = {reason, sent_ns}};
-    if (et_tsock_queue(ts, &h, &m) < 0)
-        return false;
-    et_tsock_flush(ts); /* now, not at the end of the round */
-    return true;
-}
-
-static void cancel_on_ctrl(et_reactor *r, void *arg)
-{
-    cancel_msg *c = arg;
-    if (!queue_cancel(c->ctrl, c->uc, c->sid, c->reason, c->sent_ns))
-        et_logf(ET_LOG_WARN, "cancel_lost", "uc=%u sid=%u why=control_socket_gone", c->uc, c->sid);
-    et_tsock_unref(c->ctrl);
-    free(c);
-}
-
-void et_stream_send_cancel(et_worker *w, et_session *sess, et_tsock *data_ts, uint32_t uc,
-                           uint32_t sid, uint16_t reason)
-{
-    et_stats *st = &w->eng->stats;
-    uint64_t sent_ns = et_now_ns();
-    et_tsock *ctrl = NULL;
-    pthread_mutex_lock(&sess->mu);
-    if (sess->ctrl != NULL && sess->ctrl->state == ET_TS_READY) {
-        ctrl = sess->ctrl;
-        et_tsock_ref(ctrl);
-    }
-    pthread_mutex_unlock(&sess->mu);
-    if (ctrl != NULL) {
-        if (ctrl->w == w) {
-            bool ok = queue_cancel(ctrl, uc, sid, reason, sent_ns);
-            et_tsock_unref(ctrl);
-            if (ok) {
-                ET_COUNT(st->cancels_sent_control);
-                return;
-            }
-        } else {
-            cancel_msg *c = malloc(sizeof(*c));
-            if (c != NULL) {
-                *c = (cancel_msg){ctrl, uc, sid, reason, sent_ns};
-                if (et_reactor_post(ctrl->w->r, cancel_on_ctrl, c) == ET_OK) {
-                    ET_COUNT(st->cancels_sent_control);
-                    return;
-                }
-                ET_COUNT(st->inbox_full);
-                free(c);
-            }
-            et_tsock_unref(ctrl);
-        }
-    }
-    /* No control socket (legacy mode, or it is down): the stream's own data socket, ahead of
-     * every queued DATA frame. */
-    if (data_ts != NULL && queue_cancel(data_ts, uc, sid, reason, sent_ns))
-        ET_COUNT(st->cancels_sent_data);
-}
-
 void et_stream_cancel(et_stream *s, uint16_t reason)
 {
     if (s->closed)
         return;
-    et_stream_send_cancel(s->w, s->sess, s->ts, s->uc, s->sid, reason);
+    if (et_registry_claim_cancel(s))
+        et_stream_send_cancel(s->w, s->sess, s->ts, s->uc, s->sid, reason);
     et_logf(ET_LOG_DEBUG, "stream_cancelled", "uc=%u sid=%u reason=%u", s->uc, s->sid, reason);
     ET_COUNT(s->w->eng->stats.streams_cancelled);
     teardown(s, true);
@@ -364,7 +326,7 @@ static void drain_queue(et_stream *s)
         if (w < 0)
             return;
         c->off += (size_t)w;
-        s->rq_bytes -= (size_t)w;
+        atomic_fetch_sub_explicit(&s->rq_bytes, (size_t)w, memory_order_relaxed);
         consumed(s, (size_t)w);
         if (c->off < c->len)
             return;
@@ -391,7 +353,7 @@ static bool enqueue(et_stream *s, const uint8_t *p, size_t n)
     else
         s->rq_head = c;
     s->rq_tail = c;
-    s->rq_bytes += n;
+    atomic_fetch_add_explicit(&s->rq_bytes, n, memory_order_relaxed);
     return true;
 }
 

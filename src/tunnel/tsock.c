@@ -16,6 +16,8 @@
 #define READ_SIZE 65536u
 
 static void tsock_on_event(et_reactor *r, et_io *io, uint32_t events);
+static bool read_frames(et_tsock *ts);
+static void move_task_fn(et_reactor *r, et_task *t);
 
 static void flush_task_fn(et_reactor *r, et_task *t)
 {
@@ -54,6 +56,7 @@ et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role)
     ts->peer_window = ET_WINDOW_DEFAULT;
     et_task_init(&ts->flush_task, flush_task_fn);
     et_task_init(&ts->free_task, free_task_fn);
+    et_task_init(&ts->move_task, move_task_fn);
     et_timer_init(&ts->timer, handshake_timeout);
     et_io_init(&ts->io, tsock_on_event);
 
@@ -139,6 +142,7 @@ void et_tsock_close(et_tsock *ts, uint16_t code, const char *why)
         ET_COUNT(w->eng->stats.sockets_down);
     et_timer_cancel(w->r, &ts->timer);
     et_task_cancel(w->r, &ts->flush_task);
+    et_task_cancel(w->r, &ts->move_task);
     et_reactor_del(w->r, &ts->io);
     if (w->eng->ops->on_tsock_closed != NULL)
         w->eng->ops->on_tsock_closed(ts);
@@ -422,7 +426,7 @@ static bool read_frames(et_tsock *ts)
         if (rv == ET_FRAME_NEED_MORE)
             return true;
         uint16_t code = rv < 0 ? et_err_detail(rv) : dispatch(ts, &f);
-        if (ts->state == ET_TS_CLOSED)
+        if (ts->state == ET_TS_CLOSED || ts->moving)
             return false;
         if (code != ET_WE_NONE) {
             et_engine *eng = ts->w->eng;
@@ -446,7 +450,7 @@ static bool read_frames(et_tsock *ts)
 static void read_loop(et_tsock *ts)
 {
     size_t budget = READ_BUDGET;
-    while (ts->readable && ts->state != ET_TS_CLOSED) {
+    while (ts->readable && ts->state != ET_TS_CLOSED && !ts->moving) {
         if (budget == 0) {
             et_io_resume(ts->w->r, &ts->io, EPOLLIN);
             return;
@@ -524,6 +528,8 @@ static void drive_handshake(et_tsock *ts)
 static void tsock_on_event(et_reactor *r, et_io *io, uint32_t events)
 {
     et_tsock *ts = ET_CONTAINER_OF(io, et_tsock, io);
+    if (ts->moving)
+        return; /* on its way to another worker, which will look at it again */
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         ts->readable = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -545,6 +551,64 @@ static void tsock_on_event(et_reactor *r, et_io *io, uint32_t events)
     }
     if (ts->readable)
         read_loop(ts);
-    if (ts->state != ET_TS_CLOSED)
+    if (ts->state != ET_TS_CLOSED && !ts->moving)
         et_tsock_flush(ts);
+}
+
+/* --- moving to another worker ------------------------------------------------------------- */
+
+static void adopt(et_reactor *r, void *arg)
+{
+    et_tsock *ts = arg;
+    et_worker *w = ts->w; /* already the new worker */
+    ts->moving = false;
+    ts->next = w->tsocks;
+    w->tsocks = ts;
+    if (et_reactor_add(w->r, ts->fd, &ts->io) < 0) {
+        et_tsock_close(ts, ET_WE_INTERNAL, "cannot adopt socket");
+        return;
+    }
+    /* Frames may wait in the reader (read before the move) and records in TLS: go on. */
+    ts->readable = ts->writable = true;
+    if (read_frames(ts))
+        tsock_on_event(r, &ts->io, 0);
+}
+
+/* move_task_fn runs after the handler that decided the move has returned, so nothing on this
+ * worker touches the socket after it is posted to its new worker. */
+static void move_task_fn(et_reactor *r, et_task *t)
+{
+    et_tsock *ts = ET_CONTAINER_OF(t, et_tsock, move_task);
+    et_worker *from = ts->w, *to = ts->move_to;
+    if (ts->state == ET_TS_CLOSED)
+        return;
+    et_timer_cancel(from->r, &ts->timer);
+    et_task_cancel(from->r, &ts->flush_task);
+    et_reactor_del(from->r, &ts->io);
+    for (et_tsock **pp = &from->tsocks; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == ts) {
+            *pp = ts->next;
+            break;
+        }
+    }
+    ts->next = NULL;
+    ts->w = to;
+    if (et_reactor_post(to->r, adopt, ts) < 0) {
+        /* Cannot hand it over: close it here, where it still is. */
+        ET_COUNT(from->eng->stats.inbox_full);
+        ts->w = from;
+        ts->moving = false;
+        ts->next = from->tsocks;
+        from->tsocks = ts;
+        et_tsock_close(ts, ET_WE_INTERNAL, "cannot move socket");
+    }
+}
+
+void et_tsock_move(et_tsock *ts, et_worker *to)
+{
+    if (to == ts->w || ts->state == ET_TS_CLOSED || ts->moving)
+        return;
+    ts->moving = true;
+    ts->move_to = to;
+    et_reactor_defer(ts->w->r, &ts->move_task);
 }
