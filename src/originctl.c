@@ -10,21 +10,27 @@
 #include "et/logf.h"
 #include "et/origin.h"
 #include "et/tls.h"
+#include "et/token.h"
 #include "et/version.h"
 
 static void usage(FILE *f)
 {
-    fputs("usage: originctl connect --edge HOST:PORT --token TOKEN\n"
-          "             (--ca FILE | --pin sha256:HEX | --insecure)\n"
-          "             [--tcp PUBLIC_PORT=HOST:PORT]... [--data-conns N] [--no-control]\n"
-          "             [--threads N] [--log-format text|json] [--log-level LEVEL]\n"
-          "       originctl --version | --help\n"
-          "\n"
-          "  --tcp 20022=127.0.0.1:22  serve public port 20022 of the edge from a local service\n"
-          "  --data-conns N            data sockets in the pool (default 4, at most 16)\n"
-          "  --no-control              legacy mode: no control socket, cancels on data sockets\n"
-          "  --insecure                do not verify the edge (development only)\n",
-          f);
+    fputs(
+        "usage: originctl connect --edge HOST:PORT --token TOKEN\n"
+        "             (--ca FILE | --pin sha256:HEX | --insecure)\n"
+        "             [--http HOST=http://ADDR:PORT]... [--tcp PUBLIC_PORT=HOST:PORT]...\n"
+        "             [--proxy-protocol] [--data-conns N] [--no-control]\n"
+        "             [--threads N] [--log-format text|json] [--log-level LEVEL]\n"
+        "       originctl --version | --help\n"
+        "\n"
+        "  --http photos.example.com=http://127.0.0.1:3000\n"
+        "                            serve that host (or *.example.com) from a local HTTP service\n"
+        "  --tcp 20022=127.0.0.1:22  serve public port 20022 of the edge from a local service\n"
+        "  --proxy-protocol          send a PROXY protocol v2 header to the local service first\n"
+        "  --data-conns N            data sockets in the pool (default 4, at most 16)\n"
+        "  --no-control              legacy mode: no control socket, cancels on data sockets\n"
+        "  --insecure                do not verify the edge (development only)\n",
+        f);
 }
 
 /* host_of copies the host part of "host:port" / "[v6]:port" into |out|. */
@@ -65,6 +71,41 @@ static int add_tcp_route(et_origin_config *cfg, const char *spec)
     return ET_OK;
 }
 
+/* add_http_route parses HOST=URL, URL being http://HOST:PORT[/...] or HOST:PORT. */
+static int add_http_route(et_origin_config *cfg, const char *spec)
+{
+    const char *eq = strchr(spec, '=');
+    if (eq == NULL || eq == spec || (size_t)(eq - spec) > ET_HOST_MAX ||
+        cfg->nhttp == ET_ROUTES_MAX)
+        return ET_E_CONFIG;
+    et_origin_http_route *r = &cfg->http[cfg->nhttp];
+    size_t n = (size_t)(eq - spec);
+    for (size_t i = 0; i < n; i++) {
+        char c = spec[i];
+        r->pattern[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    r->pattern[n] = '\0';
+    static et_token_claims check; /* the token's pattern rules are the route's rules */
+    et_token_claims_init(&check);
+    if (et_token_claims_add_host(&check, r->pattern, n) < 0)
+        return ET_E_CONFIG;
+    const char *url = eq + 1;
+    if (strncmp(url, "http://", 7) == 0)
+        url += 7;
+    else if (strstr(url, "://") != NULL)
+        return ET_E_CONFIG; /* only plain HTTP toward the local service */
+    char addr[300];
+    size_t alen = strcspn(url, "/");
+    if (alen == 0 || alen >= sizeof(addr))
+        return ET_E_CONFIG;
+    memcpy(addr, url, alen);
+    addr[alen] = '\0';
+    if (et_sock_parse_addr(addr, &r->local, &r->local_len) < 0)
+        return ET_E_CONFIG;
+    cfg->nhttp++;
+    return ET_OK;
+}
+
 static int connect_main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -74,6 +115,8 @@ static int connect_main(int argc, char **argv)
         {"pin", required_argument, NULL, 'p'},
         {"insecure", no_argument, NULL, 'I'},
         {"tcp", required_argument, NULL, 'T'},
+        {"http", required_argument, NULL, 'H'},
+        {"proxy-protocol", no_argument, NULL, 'P'},
         {"data-conns", required_argument, NULL, 'd'},
         {"no-control", no_argument, NULL, 'N'},
         {"threads", required_argument, NULL, 'n'},
@@ -108,6 +151,8 @@ static int connect_main(int argc, char **argv)
         case 'p': tls.pin = optarg; break;
         case 'I': tls.insecure = 1; break;
         case 'T': rv = add_tcp_route(&cfg, optarg); break;
+        case 'H': rv = add_http_route(&cfg, optarg); break;
+        case 'P': cfg.proxy_protocol = true; break;
         case 'd':
             rv = et_cli_uint(optarg, 1, ET_MAX_DATA_SOCKS, &v);
             cfg.data_conns = (unsigned)v;

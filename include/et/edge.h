@@ -15,9 +15,12 @@
 #define ET_EDGE_KEY_MAX 1024
 
 typedef struct et_edge_config {
-    char tunnel_addr[128];   /* tunnel listener, "host:port" */
-    char tcp_bind[64];       /* address public TCP listeners bind */
-    uint16_t tcp_lo, tcp_hi; /* --tcp-ports; 0-0 = none */
+    char tunnel_addr[128];      /* tunnel listener, "host:port" */
+    char http_addr[128];        /* public HTTP listener, or "" for none */
+    uint64_t origin_timeout_ns; /* HTTP: no answer from the origin in time -> 504 */
+    uint64_t head_timeout_ns;   /* HTTP: request head not complete in time -> 408 */
+    char tcp_bind[64];          /* address public TCP listeners bind */
+    uint16_t tcp_lo, tcp_hi;    /* --tcp-ports; 0-0 = none */
     uint8_t token_key[ET_EDGE_KEY_MAX];
     size_t token_key_len;
     unsigned threads;

@@ -20,12 +20,21 @@ typedef struct et_origin_tcp_route {
     socklen_t local_len;
 } et_origin_tcp_route;
 
+typedef struct et_origin_http_route {
+    char pattern[ET_HOST_MAX + 1]; /* lowercase host, or "*." + host */
+    struct sockaddr_storage local;
+    socklen_t local_len;
+} et_origin_http_route;
+
 typedef struct et_origin_config {
     char edge_addr[256]; /* host:port */
     char edge_host[256]; /* host part, for SNI and the CA host check */
     char token[ET_TOKEN_MAX + 1];
     et_origin_tcp_route tcp[ET_ROUTES_MAX];
     unsigned ntcp;
+    et_origin_http_route http[ET_ROUTES_MAX];
+    unsigned nhttp;
+    bool proxy_protocol; /* write a PROXY v2 header to the local service first */
     unsigned data_conns;
     bool no_control;
     unsigned threads;

@@ -123,6 +123,10 @@ struct et_engine {
 /* et_session_hex writes the 32 hex digits of session id |id| and a NUL to |out|. */
 void et_session_hex(const uint8_t id[ET_SESSION_ID_LEN], char out[2 * ET_SESSION_ID_LEN + 1]);
 
+/* et_addr_of_fd fills |peer| and |local| with the addresses of connected TCP socket |fd| (an
+ * unknown one as 0.0.0.0:0). */
+void et_addr_of_fd(int fd, et_addr *peer, et_addr *local);
+
 /* et_addr_format writes "ip:port" ("[v6]:port") of |sa| to |buf|. */
 void et_addr_format(const struct sockaddr *sa, char *buf, size_t n);
 
@@ -174,9 +178,11 @@ void et_session_ref(et_session *s);
 /* et_session_unref drops a reference; the last frees |s| (and calls |free_side| on s->side). */
 void et_session_unref(et_session *s, void (*free_side)(void *));
 
-/* et_session_attach adds |ts| to |s| as its control socket (replacing the old one) or as a data
- * socket; takes a reference on |ts|. Returns ET_OK or ET_E_PROTO(ET_WE_LIMIT_SOCKETS). */
-ET_MUST_USE int et_session_attach(et_session *s, et_tsock *ts);
+/* et_session_attach adds |ts| to |s| as its control socket or as a data socket; takes a
+ * reference on |ts|. A control socket replaces the old one, which is handed to the caller in
+ * |*replaced| (with the session's reference) to close. Returns ET_OK or
+ * ET_E_PROTO(ET_WE_LIMIT_SOCKETS). */
+ET_MUST_USE int et_session_attach(et_session *s, et_tsock *ts, et_tsock **replaced);
 
 /* et_session_detach removes |ts| from |s| (dropping the session's reference). */
 void et_session_detach(et_session *s, et_tsock *ts);
@@ -212,7 +218,10 @@ struct et_tsock {
     uint8_t role;          /* et_role */
     _Atomic uint8_t state; /* et_tsock_state; written by the owner, read anywhere as a hint */
     bool readable, writable;
-    bool moving;      /* being handed to another worker: stop touching it here */
+    bool moving;   /* being handed to another worker: stop touching it here */
+    bool flushing; /* inside et_tsock_flush: a nested call only schedules another */
+    bool failed;   /* a queue overflowed: closes after the current round */
+    uint16_t fail_code;
     et_session *sess; /* one reference owned, once bound */
     char peer[64];
 
@@ -229,7 +238,8 @@ struct et_tsock {
 
     et_task flush_task;
     et_task free_task;
-    et_task move_task; /* hands the socket over after the current round (et_tsock_move) */
+    et_task move_task;  /* hands the socket over after the current round (et_tsock_move) */
+    et_task close_task; /* closes a failed socket after the current round */
     et_worker *move_to;
     et_timer timer; /* handshake timeout */
     void *side;     /* side-specific (origin: pool slot) */
@@ -290,9 +300,17 @@ struct et_stream {
     uint32_t recv_window;        /* the window we grant (for the half-window WINDOW rule) */
     uint32_t recv_unacked;       /* consumed bytes not yet returned with WINDOW */
     et_chunk *rq_head, *rq_tail; /* owned: received DATA not yet written locally */
-    _Atomic size_t rq_bytes;     /* written by the owner, read by the control worker */
-    bool cancelled;              /* under eng->reg_mu: a CANCEL went or came for it */
-    struct et_watch *watch;      /* the control worker's watch on fd; freed by that worker */
+    uint8_t *pend;               /* owned: bytes to send before reading fd (an HTTP head) */
+    size_t pend_len, pend_off;
+    _Atomic size_t rq_bytes;    /* written by the owner, read by the control worker */
+    bool cancelled;             /* under eng->reg_mu: a CANCEL went or came for it */
+    uint8_t kind;               /* et_open_kind; constant */
+    _Atomic bool resp_started;  /* edge, HTTP: the origin has sent response bytes */
+    uint16_t answer_status;     /* edge, HTTP: answer this error instead of a reset */
+    et_timer origin_timer;      /* edge, HTTP: no response in time -> 504 */
+    uint64_t origin_timeout_ns; /* edge, HTTP: counted from the last request byte sent */
+    uint64_t last_sent_ns;
+    struct et_watch *watch; /* the control worker's watch on fd; freed by that worker */
     et_stream *ready_prev, *ready_next;
     uint64_t opened_ns;
     et_task free_task;
@@ -301,8 +319,9 @@ struct et_stream {
 /* et_stream_open reserves stream (uc, sid) on |ts| (a data socket) in the registry and in its
  * worker's table, without a local fd yet. Returns ET_OK with |*out| set, ET_E_CLOSED when the
  * peer already cancelled it (its CANCEL overtook the OPEN: a tombstone is left for its late
- * frames), or ET_E_NOMEM. */
-ET_MUST_USE int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, et_stream **out);
+ * frames), or ET_E_NOMEM. |kind| is the OPEN's (et_open_kind). */
+ET_MUST_USE int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind,
+                               et_stream **out);
 
 /* et_stream_attach gives |s| its local |fd| (ownership taken; |connecting| while an origin's
  * connect is in progress) and registers it with the data worker and the control worker's watch.
@@ -317,6 +336,14 @@ void et_stream_cancel(et_stream *s, uint16_t reason);
 /* et_stream_reset ends |s| because the peer cancelled it (or its socket failed): the local fd
  * reset, queued bytes dropped (their count returned), a tombstone left; no CANCEL is sent. */
 uint64_t et_stream_reset(et_stream *s);
+
+/* et_stream_set_pending gives |s| |n| bytes (heap, ownership taken) to send to the peer before
+ * anything read from its fd: the bytes the edge read to route the connection. */
+ET_MUST_USE int et_stream_set_pending(et_stream *s, uint8_t *p, size_t n);
+
+/* et_stream_prepend_local queues |n| bytes for the local socket ahead of everything the peer
+ * sends (a PROXY protocol header); they return no credit. Call before any DATA arrives. */
+ET_MUST_USE int et_stream_prepend_local(et_stream *s, const uint8_t *p, size_t n);
 
 /* et_stream_on_data / _on_end / _on_window handle those frames for |s|. */
 void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n);

@@ -19,53 +19,16 @@
 #include "et/tls.h"
 #include "et/token.h"
 
-#define EDGE_MAX_SESSIONS_PER_PORT 64
+#include <xxhash.h>
 
-/* A public TCP port and the sessions serving it (guarded by the hub's mutex). */
-typedef struct port_route {
-    char tunnel[ET_TUNNEL_NAME_MAX + 1];          /* the tunnel that owns the port; "" = none */
-    et_session *sess[EDGE_MAX_SESSIONS_PER_PORT]; /* not references: the hub's list holds them */
-    unsigned n, rr;
-    bool listening;
-} port_route;
+#include "edge_internal.h"
 
-/* Per-session edge state (et_session.side). */
-typedef struct edge_sess {
-    et_session *s;
-    struct edge_sess *next; /* in the hub's list */
-    uint16_t ports[ET_ROUTES_MAX];
-    unsigned nports;
-    unsigned sockets; /* attached sockets; the hub drops the session at 0 */
-    bool in_hub;
-} edge_sess;
-
-typedef struct edge_hub {
-    et_edge_config cfg;
-    pthread_mutex_t mu;
-    edge_sess *sessions; /* each holds one session reference */
-    port_route *ports;   /* tcp_hi - tcp_lo + 1 entries, or NULL */
-    _Atomic uint32_t next_uc;
-} edge_hub;
-
-/* A listening socket on one worker. */
-typedef struct listener {
-    et_io io;
-    int fd;
-    uint16_t port; /* 0 = the tunnel listener */
-    et_worker *w;
-    struct listener *next;
-} listener;
-
-typedef struct edge_worker {
-    listener *listeners;
-} edge_worker;
-
-static edge_hub *hub_of(et_engine *eng)
+edge_hub *hub_of(et_engine *eng)
 {
     return eng->side_state;
 }
 
-static void free_edge_sess(void *p)
+void free_edge_sess(void *p)
 {
     free(p);
 }
@@ -87,29 +50,9 @@ static void open_public_stream(et_tsock *ts, int fd)
         /* not fatal: a connection without TCP_NODELAY still works */
     }
     et_open o = {.kind = ET_OPEN_TCP, .initial_window = ET_WINDOW_DEFAULT};
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    for (int k = 0; k < 2; k++) {
-        et_addr *a = k == 0 ? &o.client : &o.server;
-        sl = sizeof(ss);
-        int rc = k == 0 ? getpeername(fd, (struct sockaddr *)&ss, &sl)
-                        : getsockname(fd, (struct sockaddr *)&ss, &sl);
-        if (rc == 0 && ss.ss_family == AF_INET) {
-            const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&ss;
-            a->family = 4;
-            memcpy(a->addr, &in->sin_addr, 4);
-            a->port = ntohs(in->sin_port);
-        } else if (rc == 0 && ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&ss;
-            a->family = 6;
-            memcpy(a->addr, &in6->sin6_addr, 16);
-            a->port = ntohs(in6->sin6_port);
-        } else {
-            a->family = 4; /* unknown: 0.0.0.0:0 */
-        }
-    }
+    et_addr_of_fd(fd, &o.client, &o.server);
     et_stream *s = NULL;
-    if (et_stream_open(ts, uc, 1, &s) < 0) {
+    if (et_stream_open(ts, uc, 1, ET_OPEN_TCP, &s) < 0) {
         ET_COUNT(ts->w->eng->stats.public_refused);
         et_sock_reset_close(fd);
         return;
@@ -213,11 +156,29 @@ static void tunnel_accept(et_reactor *r, et_io *io, uint32_t events)
     et_io_resume(r, io, EPOLLIN);
 }
 
-static int add_listener(et_worker *w, const char *addr, uint16_t port)
+static void http_accept(et_reactor *r, et_io *io, uint32_t events)
+{
+    listener *l = ET_CONTAINER_OF(io, listener, io);
+    for (int i = 0; i < 256; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                et_logf(ET_LOG_WARN, "accept_failed", "listener=http errno=%d", errno);
+            return;
+        }
+        http_on_accept(l->w, fd);
+    }
+    et_io_resume(r, io, EPOLLIN);
+}
+
+int add_listener(et_worker *w, const char *addr, listener_kind kind, uint16_t port)
 {
     edge_worker *ew = w->side;
     listener *l = calloc(1, sizeof(*l));
     ET_ENSURE(l != NULL, ET_E_NOMEM);
+    l->kind = kind;
     l->port = port;
     l->w = w;
     int rv = et_sock_listen(addr, 1, &l->fd);
@@ -226,7 +187,9 @@ static int add_listener(et_worker *w, const char *addr, uint16_t port)
         free(l);
         return rv;
     }
-    et_io_init(&l->io, port ? public_accept : tunnel_accept);
+    et_io_init(&l->io, kind == LISTEN_TCP    ? public_accept
+                       : kind == LISTEN_HTTP ? http_accept
+                                             : tunnel_accept);
     rv = et_reactor_add(w->r, l->fd, &l->io);
     if (rv < 0) {
         close(l->fd);
@@ -252,7 +215,7 @@ static void listen_port_run(et_reactor *r, void *arg)
     edge_hub *hub = hub_of(w->eng);
     char addr[96];
     snprintf(addr, sizeof(addr), "%s:%u", hub->cfg.tcp_bind, port);
-    if (add_listener(w, addr, port) == ET_OK && w->index == 0)
+    if (add_listener(w, addr, LISTEN_TCP, port) == ET_OK && w->index == 0)
         et_logf(ET_LOG_INFO, "tcp_listen", "port=%u", port);
 }
 
@@ -292,9 +255,20 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
         if (h->routes[i].kind != ET_OPEN_TCP)
             continue;
         port_route *pr = &hub->ports[h->routes[i].port - hub->cfg.tcp_lo];
-        if (pr->tunnel[0] != '\0' && strcmp(pr->tunnel, c->sub) != 0)
-            return ET_E_PROTO(ET_WE_AUTH_SCOPE);
+        if (pr->n > 0 && strcmp(pr->tunnel, c->sub) != 0)
+            return ET_E_PROTO(ET_WE_AUTH_SCOPE); /* another tunnel serves it now */
         if (pr->n == EDGE_MAX_SESSIONS_PER_PORT)
+            return ET_E_PROTO(ET_WE_LIMIT_SESSIONS);
+    }
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (h->routes[i].kind != ET_OPEN_HTTP)
+            continue;
+        http_route *r = http_route_get(hub, (const char *)h->routes[i].host.p, h->routes[i].host.n);
+        if (r == NULL)
+            return ET_E_PROTO(ET_WE_INTERNAL);
+        if (r->n > 0 && strcmp(r->tunnel, c->sub) != 0)
+            return ET_E_PROTO(ET_WE_AUTH_SCOPE); /* another tunnel serves that host now */
+        if (r->n == EDGE_MAX_SESSIONS_PER_PORT)
             return ET_E_PROTO(ET_WE_LIMIT_SESSIONS);
     }
     if (es == NULL) {
@@ -316,12 +290,30 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
         et_logf(ET_LOG_INFO, "session_up", "tunnel=%s session=%s legacy=%d", s->tunnel, hex,
                 s->legacy);
     }
-    int rv = et_session_attach(es->s, ts);
-    if (rv < 0)
-        return rv;
+    if (ts->role == ET_ROLE_DATA) {
+        /* A control socket joins the session once it is on the control worker (adopt). */
+        et_tsock *none = NULL;
+        int rv = et_session_attach(es->s, ts, &none);
+        if (rv < 0)
+            return rv;
+    }
     es->sockets++;
     ts->sess = es->s;
     et_session_ref(es->s);
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (h->routes[i].kind != ET_OPEN_HTTP)
+            continue;
+        http_route *r = http_route_get(hub, (const char *)h->routes[i].host.p, h->routes[i].host.n);
+        bool have = false;
+        for (unsigned k = 0; k < r->n; k++)
+            have |= r->sess[k] == es->s;
+        if (have)
+            continue;
+        if (r->tunnel[0] == '\0')
+            et_logf(ET_LOG_INFO, "http_route", "host=%s tunnel=%s", r->pattern, c->sub);
+        snprintf(r->tunnel, sizeof(r->tunnel), "%s", c->sub);
+        r->sess[r->n++] = es->s;
+    }
     for (size_t i = 0; i < h->nroutes; i++) {
         if (h->routes[i].kind != ET_OPEN_TCP)
             continue;
@@ -334,8 +326,6 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
             continue;
         snprintf(pr->tunnel, sizeof(pr->tunnel), "%s", c->sub);
         pr->sess[pr->n++] = es->s;
-        if (es->nports < ET_ROUTES_MAX)
-            es->ports[es->nports++] = port;
         if (!pr->listening) {
             pr->listening = true;
             for (unsigned k = 0; k < eng->nworkers; k++) {
@@ -416,13 +406,25 @@ static void edge_on_closed(et_tsock *ts)
     et_session_detach(s, ts);
     pthread_mutex_lock(&hub->mu);
     if (--es->sockets == 0 && es->in_hub) {
-        /* The session's last socket: it serves nothing any more. */
-        for (unsigned i = 0; i < es->nports; i++) {
-            port_route *pr = &hub->ports[es->ports[i] - hub->cfg.tcp_lo];
+        /* The session's last socket: it serves nothing any more. Every route is scanned, not
+         * only the ones the session noted, so no route can keep a freed session. */
+        size_t nports = hub->ports != NULL ? (size_t)(hub->cfg.tcp_hi - hub->cfg.tcp_lo) + 1 : 0;
+        for (size_t i = 0; i < nports; i++) {
+            port_route *pr = &hub->ports[i];
             for (unsigned k = 0; k < pr->n; k++) {
                 if (pr->sess[k] == s) {
                     pr->sess[k] = pr->sess[--pr->n];
                     break;
+                }
+            }
+        }
+        for (size_t i = 0; i < hub->http_buckets; i++) {
+            for (http_route *r = hub->http[i]; r != NULL; r = r->next) {
+                for (unsigned k = 0; k < r->n; k++) {
+                    if (r->sess[k] == s) {
+                        r->sess[k] = r->sess[--r->n];
+                        break;
+                    }
                 }
             }
         }
@@ -461,6 +463,9 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     hub->cfg = *cfg;
     pthread_mutex_init(&hub->mu, NULL);
     atomic_init(&hub->next_uc, 1);
+    hub->http_buckets = 256;
+    hub->http = calloc(hub->http_buckets, sizeof(*hub->http));
+    ET_ENSURE(hub->http != NULL, ET_E_NOMEM);
     if (cfg->tcp_lo != 0) {
         hub->ports = calloc((size_t)(cfg->tcp_hi - cfg->tcp_lo) + 1, sizeof(port_route));
         ET_ENSURE(hub->ports != NULL, ET_E_NOMEM);
@@ -469,10 +474,13 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
         et_worker *w = &eng->workers[i];
         w->side = calloc(1, sizeof(edge_worker));
         ET_ENSURE(w->side != NULL, ET_E_NOMEM);
-        ET_GUARD(add_listener(w, cfg->tunnel_addr, 0));
+        ET_GUARD(add_listener(w, cfg->tunnel_addr, LISTEN_TUNNEL, 0));
+        if (cfg->http_addr[0] != '\0')
+            ET_GUARD(add_listener(w, cfg->http_addr, LISTEN_HTTP, 0));
     }
     ET_GUARD(et_engine_start(eng));
-    et_logf(ET_LOG_INFO, "listening", "tunnel=%s threads=%u", cfg->tunnel_addr, eng->nworkers);
+    et_logf(ET_LOG_INFO, "listening", "tunnel=%s http=%s threads=%u", cfg->tunnel_addr,
+            cfg->http_addr[0] ? cfg->http_addr : "off", eng->nworkers);
     return ET_OK;
 }
 
@@ -502,6 +510,7 @@ void et_edge_cleanup(et_engine *eng)
             et_session_unref(es->s, free_edge_sess);
         }
         free(hub->ports);
+        http_route_free_all(hub);
         pthread_mutex_destroy(&hub->mu);
         free(hub);
         eng->side_state = NULL;
@@ -531,4 +540,85 @@ int et_read_key_file(const char *path, uint8_t out[ET_EDGE_KEY_MAX], size_t *len
     if (rv < 0)
         et_logf(ET_LOG_ERROR, "key_file_invalid", "path=%s why=\"need 32..1024 bytes\"", path);
     return rv;
+}
+
+/* --- HTTP routes ---------------------------------------------------------------------------- */
+
+static size_t bucket_of(const edge_hub *hub, const char *p, size_t n)
+{
+    return (size_t)XXH3_64bits(p, n) & (hub->http_buckets - 1);
+}
+
+static http_route *lookup(edge_hub *hub, const char *p, size_t n)
+{
+    for (http_route *r = hub->http[bucket_of(hub, p, n)]; r != NULL; r = r->next)
+        if (strlen(r->pattern) == n && memcmp(r->pattern, p, n) == 0)
+            return r;
+    return NULL;
+}
+
+http_route *http_route_find(edge_hub *hub, const char *host)
+{
+    size_t n = strlen(host);
+    http_route *r = lookup(hub, host, n);
+    if (r != NULL)
+        return r;
+    const char *dot = memchr(host, '.', n);
+    if (dot == NULL || dot == host)
+        return NULL;
+    char wild[ET_HOST_MAX + 2];
+    int k = snprintf(wild, sizeof(wild), "*%s", dot);
+    return k > 0 && (size_t)k < sizeof(wild) ? lookup(hub, wild, (size_t)k) : NULL;
+}
+
+static void grow_routes(edge_hub *hub)
+{
+    size_t nb = hub->http_buckets * 2;
+    http_route **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return; /* keep the longer chains */
+    for (size_t i = 0; i < hub->http_buckets; i++) {
+        while (hub->http[i] != NULL) {
+            http_route *r = hub->http[i];
+            hub->http[i] = r->next;
+            size_t k = (size_t)XXH3_64bits(r->pattern, strlen(r->pattern)) & (nb - 1);
+            r->next = b[k];
+            b[k] = r;
+        }
+    }
+    free(hub->http);
+    hub->http = b;
+    hub->http_buckets = nb;
+}
+
+http_route *http_route_get(edge_hub *hub, const char *p, size_t n)
+{
+    if (n == 0 || n > ET_HOST_MAX)
+        return NULL;
+    http_route *r = lookup(hub, p, n);
+    if (r != NULL)
+        return r;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    memcpy(r->pattern, p, n);
+    size_t k = bucket_of(hub, p, n);
+    r->next = hub->http[k];
+    hub->http[k] = r;
+    if (++hub->nhttp > hub->http_buckets * 4)
+        grow_routes(hub);
+    return r;
+}
+
+void http_route_free_all(edge_hub *hub)
+{
+    for (size_t i = 0; hub->http != NULL && i < hub->http_buckets; i++) {
+        while (hub->http[i] != NULL) {
+            http_route *r = hub->http[i];
+            hub->http[i] = r->next;
+            free(r);
+        }
+    }
+    free(hub->http);
+    hub->http = NULL;
 }

@@ -12,6 +12,8 @@
 #include <openssl/ssl.h>
 
 #include "et/logf.h"
+#include "et/proxy.h"
+#include "et/token.h"
 #include "et/tls.h"
 #include "et/version.h"
 
@@ -138,9 +140,14 @@ static int origin_tls_done(et_tsock *ts)
                     .agent = {(const uint8_t *)agent, sizeof(agent) - 1},
                 }};
     memcpy(m.hello.session_id, os->sess->id, ET_SESSION_ID_LEN);
-    for (unsigned i = 0; i < os->cfg.ntcp && i < ET_ROUTES_MAX; i++)
+    for (unsigned i = 0; i < os->cfg.ntcp && m.hello.nroutes < ET_ROUTES_MAX; i++)
         m.hello.routes[m.hello.nroutes++] =
             (et_route){ET_OPEN_TCP, os->cfg.tcp[i].public_port, {NULL, 0}};
+    for (unsigned i = 0; i < os->cfg.nhttp && m.hello.nroutes < ET_ROUTES_MAX; i++) {
+        const char *p = os->cfg.http[i].pattern;
+        m.hello.routes[m.hello.nroutes++] =
+            (et_route){ET_OPEN_HTTP, 0, {(const uint8_t *)p, strlen(p)}};
+    }
     return et_tsock_queue(ts, &h, &m);
 }
 
@@ -172,9 +179,14 @@ static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg 
         w->role != sl->role || memcmp(w->session_id, os->sess->id, ET_SESSION_ID_LEN) != 0)
         return ET_E_PROTO(ET_WE_PROTOCOL);
     ts->peer_max_frame = w->max_frame;
-    int rv = et_session_attach(os->sess, ts);
+    et_tsock *old = NULL;
+    int rv = et_session_attach(os->sess, ts, &old);
     if (rv < 0)
         return rv;
+    if (old != NULL) { /* a control socket that was not closed yet: this one replaces it */
+        et_tsock_close(old, ET_WE_SHUTDOWN, "replaced by a new control socket");
+        et_tsock_unref(old);
+    }
     et_tsock_set_ready(ts);
     sl->ready = true;
     sl->up_since = et_reactor_now(ts->w->r);
@@ -212,20 +224,38 @@ static int origin_open(et_tsock *ts, const et_frame *f, const et_open *o)
 {
     et_engine *eng = ts->w->eng;
     origin_state *os = state_of(eng);
-    const et_origin_tcp_route *route = NULL;
-    if (o->kind == ET_OPEN_TCP)
-        for (unsigned i = 0; i < os->cfg.ntcp; i++)
-            if (os->cfg.tcp[i].public_port == o->server.port)
-                route = &os->cfg.tcp[i];
-    if (route == NULL) {
-        et_logf(ET_LOG_WARN, "no_route", "uc=%u kind=%u port=%u", f->user_channel, o->kind,
-                o->server.port);
+    const struct sockaddr_storage *local = NULL;
+    socklen_t local_len = 0;
+    if (o->kind == ET_OPEN_TCP) {
+        for (unsigned i = 0; i < os->cfg.ntcp && local == NULL; i++) {
+            if (os->cfg.tcp[i].public_port == o->server.port) {
+                local = &os->cfg.tcp[i].local;
+                local_len = os->cfg.tcp[i].local_len;
+            }
+        }
+    } else {
+        /* An exact pattern wins over a wildcard. */
+        for (int pass = 0; pass < 2 && local == NULL; pass++) {
+            for (unsigned i = 0; i < os->cfg.nhttp && local == NULL; i++) {
+                const et_origin_http_route *r = &os->cfg.http[i];
+                if ((r->pattern[0] == '*') != (pass == 1))
+                    continue;
+                if (et_host_match(r->pattern, (const char *)o->host.p, o->host.n)) {
+                    local = &r->local;
+                    local_len = r->local_len;
+                }
+            }
+        }
+    }
+    if (local == NULL) {
+        et_logf(ET_LOG_WARN, "no_route", "uc=%u kind=%u port=%u host=\"%.*s\"", f->user_channel,
+                o->kind, o->server.port, (int)o->host.n, (const char *)o->host.p);
         et_stream_send_cancel(ts->w, ts->sess, ts, f->user_channel, f->stream_id,
                               ET_CR_ORIGIN_REFUSED);
         return ET_OK;
     }
     et_stream *s = NULL;
-    int rv = et_stream_open(ts, f->user_channel, f->stream_id, &s);
+    int rv = et_stream_open(ts, f->user_channel, f->stream_id, o->kind, &s);
     if (rv == ET_E_CLOSED) {
         /* The CANCEL overtook this OPEN: never connect to the local service. */
         ET_COUNT(eng->stats.opens_refused_tombstone);
@@ -237,7 +267,15 @@ static int origin_open(et_tsock *ts, const et_frame *f, const et_open *o)
     }
     s->send_credit = o->initial_window;
     int fd = -1;
-    rv = et_sock_connect_start((const struct sockaddr *)&route->local, route->local_len, &fd);
+    if (os->cfg.proxy_protocol) {
+        uint8_t hdr[ET_PROXY_V2_MAX];
+        int n = et_proxy_v2_encode(&o->client, &o->server, hdr, sizeof(hdr));
+        if (n < 0 || et_stream_prepend_local(s, hdr, (size_t)n) < 0) {
+            et_stream_cancel(s, ET_CR_ORIGIN_REFUSED);
+            return ET_OK;
+        }
+    }
+    rv = et_sock_connect_start((const struct sockaddr *)local, local_len, &fd);
     if (rv < 0 && rv != ET_E_AGAIN) {
         et_stream_cancel(s, ET_CR_ORIGIN_REFUSED);
         return ET_OK;

@@ -53,6 +53,15 @@ bool et_registry_claim_cancel(et_stream *s)
     return first;
 }
 
+bool et_registry_cancelled(et_stream *s)
+{
+    et_engine *eng = s->w->eng;
+    pthread_mutex_lock(&eng->reg_mu);
+    bool c = s->cancelled;
+    pthread_mutex_unlock(&eng->reg_mu);
+    return c;
+}
+
 void et_registry_close(et_stream *s)
 {
     et_engine *eng = s->w->eng;
@@ -89,8 +98,9 @@ typedef struct cancel_msg {
 
 static void cancel_msg_free(cancel_msg *c)
 {
+    void (*free_side)(void *) = c->data->w->eng->session_free_side;
     et_tsock_unref(c->data);
-    et_session_unref(c->sess, c->data->w->eng->session_free_side);
+    et_session_unref(c->sess, free_side);
     free(c);
 }
 
@@ -114,8 +124,10 @@ static void send_from_control(cancel_msg *c)
     pthread_mutex_lock(&c->sess->mu);
     ctrl = c->sess->ctrl;
     pthread_mutex_unlock(&c->sess->mu);
-    /* The control socket belongs to this (the control) worker: safe to use once seen. */
-    if (ctrl != NULL && queue_cancel(ctrl, c->uc, c->sid, c->reason, c->sent_ns)) {
+    /* A control socket is attached only once it lives on this (the control) worker, so it
+     * is this thread's to write; check anyway rather than touch another worker's socket. */
+    if (ctrl != NULL && ctrl->w == eng->control && !ctrl->moving &&
+        queue_cancel(ctrl, c->uc, c->sid, c->reason, c->sent_ns)) {
         ET_COUNT(eng->stats.cancels_sent_control);
         cancel_msg_free(c);
         return;
@@ -167,6 +179,39 @@ void et_stream_send_cancel(et_worker *w, et_session *sess, et_tsock *data_ts, ui
         ET_COUNT(eng->stats.cancels_sent_data);
 }
 
+typedef struct reset_msg {
+    et_worker *w;
+    uint32_t sess_key, uc, sid;
+} reset_msg;
+
+/* On the stream's data worker: finish a stream the peer cancelled. */
+static void reset_on_owner(et_worker *w, uint32_t sess_key, uint32_t uc, uint32_t sid)
+{
+    et_stream *s = NULL;
+    if (et_stream_table_find(w->streams, sess_key, uc, sid, &s) == ET_LOOKUP_LIVE)
+        (void)et_stream_reset(s);
+}
+
+static void reset_msg_run(et_reactor *r, void *arg)
+{
+    reset_msg *m = arg;
+    reset_on_owner(m->w, m->sess_key, m->uc, m->sid);
+    free(m);
+}
+
+static void post_reset(et_worker *w, uint32_t sess_key, uint32_t uc, uint32_t sid)
+{
+    reset_msg *rm = malloc(sizeof(*rm));
+    if (rm != NULL) {
+        *rm = (reset_msg){w, sess_key, uc, sid};
+        if (et_reactor_post(w->r, reset_msg_run, rm) == ET_OK)
+            return;
+        free(rm);
+    }
+    /* Its data worker will see the reset on the fd by itself. */
+    ET_COUNT(w->eng->stats.inbox_full);
+}
+
 /* --- the control worker's watch --------------------------------------------------------- */
 
 static void watch_on_event(et_reactor *r, et_io *io, uint32_t events)
@@ -177,6 +222,7 @@ static void watch_on_event(et_reactor *r, et_io *io, uint32_t events)
     et_engine *eng = wt->eng;
     et_stream *s = NULL;
     cancel_msg *c = NULL;
+    et_worker *owner = NULL;
     pthread_mutex_lock(&eng->reg_mu);
     /* While the entry is live its data worker has not closed the fd: checking it is safe. */
     if (et_stream_table_find(eng->reg, wt->sess->key, wt->uc, wt->sid, &s) == ET_LOOKUP_LIVE &&
@@ -186,6 +232,7 @@ static void watch_on_event(et_reactor *r, et_io *io, uint32_t events)
         if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
             /* Reset by the local peer: cancel now, whatever its data worker is doing. */
             s->cancelled = true;
+            owner = s->w;
             c = cancel_msg_new(wt->sess, s->ts, wt->uc, wt->sid, gone_reason(eng), et_now_ns());
         }
     }
@@ -194,6 +241,8 @@ static void watch_on_event(et_reactor *r, et_io *io, uint32_t events)
         et_logf(ET_LOG_DEBUG, "cancel_watch", "uc=%u sid=%u", wt->uc, wt->sid);
         send_from_control(c);
     }
+    if (owner != NULL) /* its data worker finishes the stream (it may never read again) */
+        post_reset(owner, wt->sess->key, wt->uc, wt->sid);
 }
 
 static void watch_free_msg(et_reactor *r, void *arg)
@@ -240,26 +289,6 @@ void et_watch_stop(et_stream *s)
 
 /* --- receiving -------------------------------------------------------------------------- */
 
-typedef struct reset_msg {
-    et_worker *w;
-    uint32_t sess_key, uc, sid;
-} reset_msg;
-
-/* On the stream's data worker: finish a stream the peer cancelled. */
-static void reset_on_owner(et_worker *w, uint32_t sess_key, uint32_t uc, uint32_t sid)
-{
-    et_stream *s = NULL;
-    if (et_stream_table_find(w->streams, sess_key, uc, sid, &s) == ET_LOOKUP_LIVE)
-        (void)et_stream_reset(s);
-}
-
-static void reset_msg_run(et_reactor *r, void *arg)
-{
-    reset_msg *m = arg;
-    reset_on_owner(m->w, m->sess_key, m->uc, m->sid);
-    free(m);
-}
-
 /* abort_local sends the RST to the stream's local peer now, without closing the fd that its
  * data worker owns: a TCP "disconnect" resets an established connection. */
 static void abort_local(int fd)
@@ -288,7 +317,10 @@ typedef struct cancel_ctx {
 /* hit resets live stream |s| (under the registry lock). */
 static void hit(cancel_ctx *x, et_stream *s)
 {
-    if (!s->cancelled && s->fd >= 0)
+    /* An HTTP client that has no answer yet gets an error page from the stream's worker. */
+    bool awaiting = s->kind == ET_OPEN_HTTP && s->w->eng->side == ET_SIDE_EDGE &&
+                    !atomic_load(&s->resp_started);
+    if (!s->cancelled && s->fd >= 0 && !awaiting)
         abort_local(s->fd);
     s->cancelled = true;
     x->dropped += atomic_load_explicit(&s->rq_bytes, memory_order_relaxed);
@@ -326,7 +358,11 @@ void et_cancel_received(et_tsock *ts, const et_frame *f, const et_cancel *c)
         case ET_LOOKUP_TOMBSTONE: x.outcome = ET_CO_FINISHED; break;
         case ET_LOOKUP_NONE:
         default:
-            /* The CANCEL overtook its OPEN: the tombstone makes the OPEN fail at once. */
+            /* At the origin the CANCEL may have overtaken its OPEN: the tombstone makes the OPEN
+             * fail at once. The edge chooses user channels itself, so no OPEN can come late
+             * there: no tombstone, or a CANCEL flood would fill the registry. */
+            if (eng->side == ET_SIDE_EDGE)
+                break;
             if (et_stream_table_bury(eng->reg, key, uc, f->stream_id, recv_ns + ET_TOMBSTONE_NS) <
                 0)
                 et_logf(ET_LOG_ERROR, "tombstone_failed", "uc=%u", uc);
@@ -348,18 +384,9 @@ void et_cancel_received(et_tsock *ts, const et_frame *f, const et_cancel *c)
         et_logf(ET_LOG_INFO, "stream_cancel", "uc=%u sid=%u reason=%u handle_ns=%llu path=%s", uc,
                 v[i].sid, c->reason, (unsigned long long)handle,
                 ts->role == ET_ROLE_CONTROL ? "control" : "data");
-        if (v[i].w == ts->w) {
+        if (v[i].w == ts->w)
             reset_on_owner(ts->w, key, uc, v[i].sid);
-            continue;
-        }
-        reset_msg *rm = malloc(sizeof(*rm));
-        if (rm != NULL) {
-            *rm = (reset_msg){v[i].w, key, uc, v[i].sid};
-            if (et_reactor_post(v[i].w->r, reset_msg_run, rm) == ET_OK)
-                continue;
-            free(rm);
-        }
-        /* Its data worker will see the reset on the fd by itself. */
-        ET_COUNT(eng->stats.inbox_full);
+        else
+            post_reset(v[i].w, key, uc, v[i].sid);
     }
 }

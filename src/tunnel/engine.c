@@ -201,6 +201,29 @@ void et_session_hex(const uint8_t id[ET_SESSION_ID_LEN], char out[2 * ET_SESSION
     out[2 * ET_SESSION_ID_LEN] = '\0';
 }
 
+void et_addr_of_fd(int fd, et_addr *peer, et_addr *local)
+{
+    for (int k = 0; k < 2; k++) {
+        et_addr *a = k == 0 ? peer : local;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        memset(a, 0, sizeof(*a));
+        a->family = 4;
+        int rc = k == 0 ? getpeername(fd, (struct sockaddr *)&ss, &sl)
+                        : getsockname(fd, (struct sockaddr *)&ss, &sl);
+        if (rc == 0 && ss.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&ss;
+            memcpy(a->addr, &in->sin_addr, 4);
+            a->port = ntohs(in->sin_port);
+        } else if (rc == 0 && ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&ss;
+            a->family = 6;
+            memcpy(a->addr, &in6->sin6_addr, 16);
+            a->port = ntohs(in6->sin6_port);
+        }
+    }
+}
+
 void et_addr_format(const struct sockaddr *sa, char *buf, size_t n)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
@@ -249,10 +272,11 @@ void et_session_unref(et_session *s, void (*free_side)(void *))
     free(s);
 }
 
-int et_session_attach(et_session *s, et_tsock *ts)
+int et_session_attach(et_session *s, et_tsock *ts, et_tsock **replaced)
 {
     et_tsock *old = NULL;
     int rv = ET_OK;
+    *replaced = NULL;
     pthread_mutex_lock(&s->mu);
     if (ts->role == ET_ROLE_CONTROL) {
         old = s->ctrl;
@@ -265,8 +289,7 @@ int et_session_attach(et_session *s, et_tsock *ts)
         rv = ET_E_PROTO(ET_WE_LIMIT_SOCKETS);
     }
     pthread_mutex_unlock(&s->mu);
-    if (old != NULL)
-        et_tsock_unref(old); /* the replaced control socket closes on its own worker */
+    *replaced = old;
     return rv;
 }
 

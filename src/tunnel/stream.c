@@ -9,14 +9,18 @@
 #include <unistd.h>
 
 #include "et/logf.h"
+#include "et/http_head.h"
 #include "et/tls.h"
 
 #include "tunnel_internal.h"
 
 /* Received DATA that the local socket could not take yet. */
+#define CHUNK_MIN 16384 /* small DATA frames share chunks: memory stays near the window */
+
 struct et_chunk {
     et_chunk *next;
-    size_t len, off;
+    size_t cap, len, off;
+    bool local; /* written by us (a PROXY header), not received: no credit to return */
     uint8_t data[];
 };
 
@@ -32,7 +36,21 @@ static uint16_t gone_reason(const et_stream *s)
     return s->w->eng->side == ET_SIDE_EDGE ? ET_CR_CLIENT_GONE : ET_CR_ORIGIN_GONE;
 }
 
-int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, et_stream **out)
+static void origin_timeout_fire(et_reactor *r, et_timer *t)
+{
+    et_stream *s = ET_CONTAINER_OF(t, et_stream, origin_timer);
+    if (atomic_load_explicit(&s->resp_started, memory_order_relaxed))
+        return;
+    /* The origin cannot answer before it has the request: an upload still flowing is not a
+     * silent origin. Count from the last byte sent. */
+    uint64_t due = s->last_sent_ns + s->origin_timeout_ns;
+    if (due > et_reactor_now(r) && et_timer_arm(r, t, due) == ET_OK)
+        return;
+    s->answer_status = 504;
+    et_stream_cancel(s, ET_CR_ORIGIN_TIMEOUT);
+}
+
+int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind, et_stream **out)
 {
     *out = NULL;
     et_stream *s = calloc(1, sizeof(*s));
@@ -43,6 +61,8 @@ int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, et_stream **out)
     s->fd = -1;
     s->uc = uc;
     s->sid = sid;
+    s->kind = kind;
+    et_timer_init(&s->origin_timer, origin_timeout_fire);
     s->recv_window = s->recv_limit = ET_WINDOW_DEFAULT;
     s->opened_ns = et_reactor_now(ts->w->r);
     atomic_init(&s->rq_bytes, 0);
@@ -125,8 +145,10 @@ static void ready_append(et_stream *s)
 void et_stream_update_ready(et_stream *s)
 {
     uint8_t st = s->ts->state;
+    /* No credit still lets an END out once the local peer has closed (pull peeks for it). */
     bool want = !s->closed && s->local_readable && !s->end_sent && !s->connecting &&
-                s->send_credit > 0 && (st == ET_TS_READY || st == ET_TS_DRAINING);
+                (s->send_credit > 0 || s->local_rdhup) &&
+                (st == ET_TS_READY || st == ET_TS_DRAINING);
     if (want && !s->in_ready) {
         ready_append(s);
         et_tsock_schedule_flush(s->ts);
@@ -158,11 +180,22 @@ static void teardown(et_stream *s, bool reset)
         return;
     s->closed = true;
     ready_remove(s);
+    et_timer_cancel(s->w->r, &s->origin_timer);
     /* The registry first: from then on the control worker leaves the fd alone. */
     et_registry_close(s);
     if (s->fd >= 0) {
         et_watch_stop(s);
         et_reactor_del(s->w->r, &s->io);
+        if (s->answer_status != 0 && !atomic_load(&s->resp_started)) {
+            /* An HTTP client still waiting for its answer gets an error page, not a reset. */
+            char page[512];
+            int n = et_http_error_response(s->answer_status, page, sizeof(page));
+            if (n > 0 && send(s->fd, page, (size_t)n, MSG_NOSIGNAL) == n)
+                reset = false;
+            et_logf(ET_LOG_INFO, "http_answer", "status=%u why=%s uc=%u", s->answer_status,
+                    s->answer_status == 504 ? "origin_timeout" : "origin_failed", s->uc);
+            shutdown(s->fd, SHUT_WR);
+        }
         if (reset)
             et_sock_reset_close(s->fd);
         else
@@ -170,6 +203,8 @@ static void teardown(et_stream *s, bool reset)
         s->fd = -1;
     }
     (void)drop_queue(s);
+    free(s->pend);
+    s->pend = NULL;
     if (et_stream_table_bury(s->w->streams, s->sess->key, s->uc, s->sid,
                              et_reactor_now(s->w->r) + ET_TOMBSTONE_NS) < 0)
         abort(); /* the entry exists: burying it in place cannot allocate */
@@ -181,6 +216,8 @@ uint64_t et_stream_reset(et_stream *s)
 {
     if (s->closed)
         return 0;
+    if (s->kind == ET_OPEN_HTTP && s->w->eng->side == ET_SIDE_EDGE && s->answer_status == 0)
+        s->answer_status = 502; /* the origin gave up before answering */
     uint64_t dropped = atomic_load_explicit(&s->rq_bytes, memory_order_relaxed);
     ET_COUNT(s->w->eng->stats.streams_cancelled);
     teardown(s, true);
@@ -233,18 +270,44 @@ size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room)
         want = chunk;
     if ((int64_t)want > s->send_credit)
         want = (size_t)s->send_credit;
-    if (want == 0)
-        return 0;
-    ssize_t n = recv(s->fd, dst + ET_FRAME_HEADER_LEN, want, 0);
+    if (want == 0) {
+        /* Out of credit: only an EOF can go (END carries no data). */
+        uint8_t peek;
+        if (s->pend == NULL && s->local_rdhup && recv(s->fd, &peek, 1, MSG_PEEK) == 0)
+            want = 1; /* the recv below returns 0 */
+        else
+            return 0;
+    }
+    ssize_t n;
+    bool from_pend = s->pend != NULL;
+    if (from_pend) {
+        /* Bytes read before the stream existed (an HTTP head) go first. */
+        n = (ssize_t)(s->pend_len - s->pend_off < want ? s->pend_len - s->pend_off : want);
+        memcpy(dst + ET_FRAME_HEADER_LEN, s->pend + s->pend_off, (size_t)n);
+        s->pend_off += (size_t)n;
+        if (s->pend_off == s->pend_len) {
+            free(s->pend);
+            s->pend = NULL;
+        }
+    } else {
+        n = recv(s->fd, dst + ET_FRAME_HEADER_LEN, want, 0);
+    }
     if (n > 0) {
         et_frame h = {(uint32_t)n, s->uc, s->sid, ET_A_DATA, 0, NULL};
         et_frame_header_encode(dst, &h);
         s->send_credit -= n;
+        s->last_sent_ns = et_reactor_now(s->w->r);
         ET_COUNT_N(s->w->eng->stats.bytes_to_peer, (uint64_t)n);
-        if ((size_t)n < want && !s->local_rdhup)
+        if ((size_t)n < want && !s->local_rdhup && !from_pend)
             s->local_readable = false; /* drained for now: the next edge says when */
         et_stream_update_ready(s);
         return ET_FRAME_HEADER_LEN + (size_t)n;
+    }
+    if (n == 0 && et_registry_cancelled(s)) {
+        /* The control worker saw a reset here (and read its error, so recv() says EOF) and
+         * cancelled the stream: an END now would pass an aborted stream for a complete one. */
+        (void)et_stream_reset(s);
+        return 0;
     }
     if (n == 0) {
         /* Local EOF: END, in order after this stream's last DATA. */
@@ -327,7 +390,8 @@ static void drain_queue(et_stream *s)
             return;
         c->off += (size_t)w;
         atomic_fetch_sub_explicit(&s->rq_bytes, (size_t)w, memory_order_relaxed);
-        consumed(s, (size_t)w);
+        if (!c->local)
+            consumed(s, (size_t)w);
         if (c->off < c->len)
             return;
         s->rq_head = c->next;
@@ -341,24 +405,56 @@ static void drain_queue(et_stream *s)
 
 static bool enqueue(et_stream *s, const uint8_t *p, size_t n)
 {
-    et_chunk *c = malloc(sizeof(*c) + n);
-    if (c == NULL)
-        return false;
-    c->next = NULL;
-    c->len = n;
-    c->off = 0;
-    memcpy(c->data, p, n);
-    if (s->rq_tail)
-        s->rq_tail->next = c;
-    else
-        s->rq_head = c;
-    s->rq_tail = c;
+    et_chunk *t = s->rq_tail;
+    if (t != NULL && !t->local && t->cap - t->len >= n) {
+        memcpy(t->data + t->len, p, n);
+        t->len += n;
+    } else {
+        size_t cap = n < CHUNK_MIN ? CHUNK_MIN : n;
+        et_chunk *c = malloc(sizeof(*c) + cap);
+        if (c == NULL)
+            return false;
+        c->next = NULL;
+        c->cap = cap;
+        c->len = n;
+        c->off = 0;
+        c->local = false;
+        memcpy(c->data, p, n);
+        if (s->rq_tail)
+            s->rq_tail->next = c;
+        else
+            s->rq_head = c;
+        s->rq_tail = c;
+    }
     atomic_fetch_add_explicit(&s->rq_bytes, n, memory_order_relaxed);
     return true;
 }
 
+int et_stream_set_pending(et_stream *s, uint8_t *p, size_t n)
+{
+    ET_ENSURE(s->pend == NULL && n > 0, ET_E_USAGE);
+    s->pend = p;
+    s->pend_len = n;
+    s->pend_off = 0;
+    s->local_readable = true; /* there is something to send even if the fd says nothing */
+    et_stream_update_ready(s);
+    return ET_OK;
+}
+
+int et_stream_prepend_local(et_stream *s, const uint8_t *p, size_t n)
+{
+    ET_ENSURE(s->rq_head == NULL, ET_E_USAGE);
+    ET_ENSURE(enqueue(s, p, n), ET_E_NOMEM);
+    s->rq_head->local = true;
+    return ET_OK;
+}
+
 void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n)
 {
+    if (s->kind == ET_OPEN_HTTP && !atomic_load_explicit(&s->resp_started, memory_order_relaxed)) {
+        atomic_store(&s->resp_started, true);
+        et_timer_cancel(s->w->r, &s->origin_timer);
+    }
     if (s->end_received) {
         stream_error(s, ET_WE_STREAM_STATE);
         return;

@@ -18,10 +18,17 @@
 static void tsock_on_event(et_reactor *r, et_io *io, uint32_t events);
 static bool read_frames(et_tsock *ts);
 static void move_task_fn(et_reactor *r, et_task *t);
+static void flush_records(et_tsock *ts);
 
 static void flush_task_fn(et_reactor *r, et_task *t)
 {
     et_tsock_flush(ET_CONTAINER_OF(t, et_tsock, flush_task));
+}
+
+static void close_task_fn(et_reactor *r, et_task *t)
+{
+    et_tsock *ts = ET_CONTAINER_OF(t, et_tsock, close_task);
+    et_tsock_close(ts, ts->fail_code, "control queue overflow");
 }
 
 static void free_task_fn(et_reactor *r, et_task *t)
@@ -57,6 +64,7 @@ et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role)
     et_task_init(&ts->flush_task, flush_task_fn);
     et_task_init(&ts->free_task, free_task_fn);
     et_task_init(&ts->move_task, move_task_fn);
+    et_task_init(&ts->close_task, close_task_fn);
     et_timer_init(&ts->timer, handshake_timeout);
     et_io_init(&ts->io, tsock_on_event);
 
@@ -126,6 +134,8 @@ void et_tsock_close(et_tsock *ts, uint16_t code, const char *why)
         if (m.error.text.n > ET_TEXT_MAX)
             m.error.text.n = ET_TEXT_MAX;
         ts->ready.head = ts->ready.tail = NULL; /* no more DATA ahead of it */
+        ts->ctrl_len = 0;                       /* nor anything else: it is the last word */
+        ts->failed = false;
         if (et_tsock_queue(ts, &h, &m) == ET_OK) {
             ts->writable = true;
             et_tsock_flush(ts);
@@ -143,6 +153,7 @@ void et_tsock_close(et_tsock *ts, uint16_t code, const char *why)
     et_timer_cancel(w->r, &ts->timer);
     et_task_cancel(w->r, &ts->flush_task);
     et_task_cancel(w->r, &ts->move_task);
+    et_task_cancel(w->r, &ts->close_task);
     et_reactor_del(w->r, &ts->io);
     if (w->eng->ops->on_tsock_closed != NULL)
         w->eng->ops->on_tsock_closed(ts);
@@ -180,18 +191,19 @@ int et_tsock_queue(et_tsock *ts, const et_frame *h, const et_msg *m)
     const et_action_info *info = et_action_lookup(h->action);
     ET_ENSURE(info != NULL && ts->state != ET_TS_CLOSED, ET_E_USAGE);
     size_t need = ET_FRAME_HEADER_LEN + (h->action == ET_A_DATA ? m->data.n : info->max_payload);
+    ET_ENSURE(!ts->failed, ET_E_CLOSED);
     if (ts->ctrl_cap - ts->ctrl_len < need) {
-        if (ts->ctrl_len + need > ET_CTRL_QUEUE_MAX) {
-            et_tsock_close(ts, ET_WE_INTERNAL, "control queue overflow");
-            return ET_RAISE(ET_E_LIMIT);
-        }
         size_t cap = ts->ctrl_cap ? ts->ctrl_cap : 1024;
         while (cap - ts->ctrl_len < need)
             cap *= 2;
-        uint8_t *p = realloc(ts->ctrl, cap);
+        uint8_t *p = ts->ctrl_len + need > ET_CTRL_QUEUE_MAX ? NULL : realloc(ts->ctrl, cap);
         if (p == NULL) {
-            et_tsock_close(ts, ET_WE_INTERNAL, "out of memory");
-            return ET_RAISE(ET_E_NOMEM);
+            /* A peer that does not read: close it, but not from under our callers, who may be
+             * in the middle of a stream of this socket (the close fails its streams). */
+            ts->failed = true;
+            ts->fail_code = ET_WE_INTERNAL;
+            et_reactor_defer(ts->w->r, &ts->close_task);
+            return ET_RAISE(ET_E_LIMIT);
         }
         ts->ctrl = p;
         ts->ctrl_cap = cap;
@@ -228,8 +240,10 @@ static void build_record(et_tsock *ts)
         memmove(ts->ctrl, ts->ctrl + off, ts->ctrl_len - off);
         ts->ctrl_len -= off;
     }
-    if (ts->state >= ET_TS_READY) {
-        /* Each stream gets one turn per pass; one that still has bytes and credit goes back to
+    if (ts->state >= ET_TS_READY && ts->ctrl_len == 0) {
+        /* DATA only once every control frame is out: a stream's OPEN (queued there) must go
+         * before its first DATA, and control frames go first anyway.
+         * Each stream gets one turn per pass; one that still has bytes and credit goes back to
          * the tail, so streams share records fairly. */
         unsigned turns = 0;
         while (ts->ready.head != NULL && len + ET_FRAME_HEADER_LEN < ET_RECORD_MAX &&
@@ -246,9 +260,22 @@ static void build_record(et_tsock *ts)
 
 void et_tsock_flush(et_tsock *ts)
 {
-    if (ts->state < ET_TS_HELLO || ts->state == ET_TS_CLOSED)
+    if (ts->state < ET_TS_HELLO || ts->state == ET_TS_CLOSED || ts->moving)
         return;
+    if (ts->flushing) {
+        /* Called from inside the record builder (a stream cancelled while it was pulled): the
+         * record being built must not be overwritten; flush again after this round. */
+        et_tsock_schedule_flush(ts);
+        return;
+    }
     et_task_cancel(ts->w->r, &ts->flush_task);
+    ts->flushing = true;
+    flush_records(ts);
+    ts->flushing = false;
+}
+
+static void flush_records(et_tsock *ts)
+{
     while (ts->writable) {
         if (ts->rec_len == 0)
             build_record(ts);
@@ -567,6 +594,18 @@ static void adopt(et_reactor *r, void *arg)
     if (et_reactor_add(w->r, ts->fd, &ts->io) < 0) {
         et_tsock_close(ts, ET_WE_INTERNAL, "cannot adopt socket");
         return;
+    }
+    /* A control socket joins its session only here, on the worker that writes to it. */
+    if (ts->role == ET_ROLE_CONTROL && ts->sess != NULL) {
+        et_tsock *old = NULL;
+        if (et_session_attach(ts->sess, ts, &old) < 0) {
+            et_tsock_close(ts, ET_WE_LIMIT_SOCKETS, "cannot join session");
+            return;
+        }
+        if (old != NULL) {
+            et_tsock_close(old, ET_WE_SHUTDOWN, "replaced by a new control socket");
+            et_tsock_unref(old);
+        }
     }
     /* Frames may wait in the reader (read before the move) and records in TLS: go on. */
     ts->readable = ts->writable = true;

@@ -14,6 +14,9 @@ ET_MUST_USE int et_registry_open(et_stream *s);
  * caller is the one to send a CANCEL). */
 bool et_registry_claim_cancel(et_stream *s);
 
+/* et_registry_cancelled returns whether a CANCEL went or came for |s|. */
+bool et_registry_cancelled(et_stream *s);
+
 /* et_registry_close turns |s|'s entry into a tombstone; call before closing its fd. */
 void et_registry_close(et_stream *s);
 
