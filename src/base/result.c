@@ -38,8 +38,14 @@ const char *et_strerror(int err)
     case ET_E_CONFIG: return "usage: bad configuration";
     default: break;
     }
-    if (et_err_class(err) == ET_CLASS_PROTOCOL)
+    if (et_err_class(err) == ET_CLASS_PROTOCOL) {
+        /* HTTP request-head errors carry their status (http_head.h); wire codes stay < 0x400 */
+        if (et_err_detail(err) == 400)
+            return "http: bad request (400)";
+        if (et_err_detail(err) == 431)
+            return "http: request head too large (431)";
         return et_wire_error_name(et_err_detail(err));
+    }
     return "unknown error";
 }
 

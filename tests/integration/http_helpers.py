@@ -218,7 +218,8 @@ def read_responses(sock, count, timeout=60.0, limit=64 * MiB):
             continue
         buf += data
         assert len(buf) <= limit, f"more than {limit} bytes unparsed"
-    assert len(out) == count, f"{len(out)} of {count} responses, then {how}; rest {bytes(buf[:200])!r}"
+    assert len(out) == count, \
+        f"{len(out)} of {count} responses, then {how}; rest {bytes(buf[:200])!r}"
     return out, bytes(buf), how
 
 
