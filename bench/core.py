@@ -66,22 +66,35 @@ class Setup:
         self.pki = T.Pki(logdir / "pki")
         self.key = T.make_token_key(logdir / "token.key")
         self.edge = T.Edge(build, self.pki, self.key, logdir, ports=list(ports), threads=threads)
-        tok = self.edge.token("bench", tcp=list(ports))
-        self.origin = T.Origin(build, self.edge, tok, ports, logdir, no_control=no_control,
-                               data_conns=data_conns, threads=threads)
-        self.origin.wait_ready()
+        self.origin = None
+        try:
+            tok = self.edge.token("bench", tcp=list(ports))
+            self.origin = T.Origin(build, self.edge, tok, ports, logdir, no_control=no_control,
+                                   data_conns=data_conns, threads=threads)
+            self.origin.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def pids(self):
         return self.edge.proc.pid, self.origin.proc.pid
 
     def stop(self):
-        self.origin.proc.stop()
+        if self.origin is not None:
+            self.origin.proc.stop()
         self.edge.proc.stop()
 
 
 def bench_throughput(build, tmp, size):
     pub, svc = T.free_ports(2)
     s = Setup(build, tmp / "tp", {pub: svc})
+    try:
+        throughput_runs(s, pub, svc, size)
+    finally:
+        s.stop()
+
+
+def throughput_runs(s, pub, svc, size):
     e_pid, o_pid = s.pids()
     blob = b"\xa5" * (1 << 20)
     for direction in ("download", "upload"):
@@ -137,7 +150,6 @@ def bench_throughput(build, tmp, size):
         emit(bench="throughput", direction=direction, bytes=moved, ok=moved == size,
              seconds=round(dt, 3), mb_per_s=round(moved / dt / 1e6, 1),
              tunnel_cpu_s_per_gb=round(cpu / (moved / 1e9), 3))
-    s.stop()
 
 
 def cancel_trials(pub_port, svc_srv, trials, label):
@@ -231,6 +243,13 @@ def bench_cancel(build, tmp, trials, load_streams, load_seconds):
 def bench_memory(build, tmp, streams):
     pub, svc = T.free_ports(2)
     s = Setup(build, tmp / "mem", {pub: svc})
+    try:
+        memory_run(s, pub, svc, streams)
+    finally:
+        s.stop()
+
+
+def memory_run(s, pub, svc, streams):
     e_pid, o_pid = s.pids()
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -270,7 +289,6 @@ def bench_memory(build, tmp, streams):
     for c in held:
         c.close()
     srv.close()
-    s.stop()
 
 
 def main():
