@@ -162,17 +162,11 @@ def cancel_trials(pub_port, svc_srv, trials, label):
 
         def service():
             c, _ = svc_srv.accept()
-            sent = 0
-            close_t = None
             try:
                 while True:
-                    sent += c.send(blob)
-                    if close_t is None and "t" in res:
-                        close_t = res["t"]
-                        res["sent_at_close"] = sent
+                    res["sent"] = res.get("sent", 0) + c.send(blob)
             except OSError:
                 res["err_t"] = time.monotonic_ns()
-                res["sent"] = sent
             c.close()
             done.set()
 
@@ -186,6 +180,7 @@ def cancel_trials(pub_port, svc_srv, trials, label):
                 break
             got += k
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        res["sent_at_close"] = res.get("sent", 0)  # what the service had written by then
         res["t"] = time.monotonic_ns()
         c.close()
         if not done.wait(15):
@@ -193,7 +188,7 @@ def cancel_trials(pub_port, svc_srv, trials, label):
             return None
         th.join(5)
         lat.append((res["err_t"] - res["t"]) / 1e6)
-        after.append(max(0, res["sent"] - res.get("sent_at_close", res["sent"])))
+        after.append(max(0, res.get("sent", 0) - res["sent_at_close"]))
     return lat, after
 
 

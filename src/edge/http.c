@@ -90,6 +90,7 @@ static void open_http_stream(handoff *h)
     et_stream *s = NULL;
     if (ts->state != ET_TS_READY) {
         /* The socket went away meanwhile: the client gets 503 from a fresh attempt. */
+        et_logf(ET_LOG_INFO, "http_answer", "status=503 why=socket_gone");
         char page[512];
         int n = et_http_error_response(503, page, sizeof(page));
         if (n > 0)

@@ -85,11 +85,15 @@ et_lookup et_stream_table_find(et_stream_table *t, uint32_t sess, uint32_t uc, u
 static int upsert(et_stream_table *t, uint32_t sess, uint32_t uc, uint32_t sid, uint8_t state,
                   et_stream *s, uint64_t expiry)
 {
-    if ((t->used + 1) * 10 > t->cap * 7)
-        ET_GUARD(grow(t));
     entry *e = find_slot(t, sess, uc, sid);
-    if (e->state == 0)
+    if (e->state == 0) {
+        /* Only a new key can need room: updating one in place (burying) never allocates. */
+        if ((t->used + 1) * 10 > t->cap * 7) {
+            ET_GUARD(grow(t));
+            e = find_slot(t, sess, uc, sid);
+        }
         t->used++;
+    }
     if (e->state == ET_LOOKUP_LIVE)
         t->live--;
     if (state == ET_LOOKUP_LIVE)
