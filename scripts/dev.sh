@@ -40,6 +40,10 @@ read -r -a line < <(grep '^originctl connect ' "$tmp/edged.out")
 "$B/${line[0]}" "${line[@]:1}" 2>"$tmp/originctl.log" &
 pids+=($!)
 wait_for "$tmp/originctl.log" 'event=ready' "originctl"
+for _ in $(seq 100); do # the demo origin listens?
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$ORIGIN_PORT/" && break
+    sleep 0.1
+done
 echo "--- GET http://localhost:$HTTP_PORT/ through the tunnel:"
 curl -sS --max-time 10 "http://localhost:$HTTP_PORT/"
 echo "---"
