@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -43,10 +46,24 @@ static void sweep_fire(et_reactor *r, et_timer *t)
         et_logf(ET_LOG_ERROR, "timer_failed", "worker=%u", w->index);
 }
 
+/* control_priority raises the control worker's thread to nice -10 when allowed. It is idle
+ * almost always and runs for cancels and control frames, which must not wait long behind data
+ * workers for a time slice. Not a real-time policy: a peer flooding the control socket must
+ * not be able to monopolise a CPU. Without the privilege (CAP_SYS_NICE) it stays at the
+ * process's nice: logged, not fatal. */
+static void control_priority(void)
+{
+    int rc = setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10);
+    et_logf(rc == 0 ? ET_LOG_DEBUG : ET_LOG_INFO, "control_priority", "nice=%d errno=%d",
+            rc == 0 ? -10 : 0, rc == 0 ? 0 : errno);
+}
+
 static void worker_hello(et_reactor *r, void *arg)
 {
     tl_worker = arg;
     et_worker *w = arg;
+    if (w == w->eng->control)
+        control_priority();
     if (et_timer_arm(r, &w->sweep, et_reactor_now(r) + 1000000000ull) < 0)
         et_logf(ET_LOG_ERROR, "timer_failed", "worker=%u", w->index);
 }
