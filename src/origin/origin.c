@@ -252,6 +252,10 @@ static int origin_open(et_tsock *ts, const et_frame *f, const et_open *o)
                 o->kind, o->server.port, (int)o->host.n, (const char *)o->host.p);
         et_stream_send_cancel(ts->w, ts->sess, ts, f->user_channel, f->stream_id,
                               ET_CR_ORIGIN_REFUSED);
+        /* DATA already on its way for it is dropped quietly, not answered as unknown */
+        if (et_stream_table_bury(ts->w->streams, ts->sess->key, f->user_channel, f->stream_id,
+                                 et_reactor_now(ts->w->r) + ET_TOMBSTONE_NS) < 0)
+            return ET_E_NOMEM;
         return ET_OK;
     }
     et_stream *s = NULL;

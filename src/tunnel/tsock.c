@@ -356,6 +356,12 @@ static uint16_t dispatch(et_tsock *ts, const et_frame *f)
     et_engine *eng = ts->w->eng;
     const et_action_info *info = et_action_lookup(f->action);
     uint8_t incoming = eng->side == ET_SIDE_EDGE ? ET_DIR_ORIGIN_TO_EDGE : ET_DIR_EDGE_TO_ORIGIN;
+    /* Before the handshake only HELLO (WELCOME or ERROR) is expected: anything else is out of
+     * order (unexpected), whatever its direction. */
+    if (ts->state == ET_TS_HELLO &&
+        !(eng->side == ET_SIDE_EDGE ? f->action == ET_A_HELLO
+                                    : f->action == ET_A_WELCOME || f->action == ET_A_ERROR))
+        return ET_WE_UNEXPECTED;
     if (!(info->dirs & incoming))
         return ET_WE_WRONG_SOCKET;
     et_msg m;
@@ -363,10 +369,6 @@ static uint16_t dispatch(et_tsock *ts, const et_frame *f)
         return ET_WE_BAD_PAYLOAD;
 
     if (ts->state == ET_TS_HELLO) {
-        bool ok = eng->side == ET_SIDE_EDGE ? f->action == ET_A_HELLO
-                                            : f->action == ET_A_WELCOME || f->action == ET_A_ERROR;
-        if (!ok)
-            return ET_WE_UNEXPECTED;
         int rv = eng->ops->on_handshake_frame(ts, f, &m);
         if (rv < 0)
             return et_err_class(rv) == ET_CLASS_PROTOCOL ? et_err_detail(rv) : ET_WE_INTERNAL;
