@@ -10,8 +10,9 @@
   after the client's close. N background downloads (bench/load.py, its own process) saturate
   the tunnel meanwhile. p50/p99/max over TRIALS, with the control socket, in --no-control mode,
   and a direct connection to the service under the same load as the floor.
-- memory: RSS of edged and originctl with no stream and with STREAMS idle open streams; bytes
-  per open stream at each end (user space only: kernel socket buffers are not in RSS).
+- memory: RSS of edged and originctl with no stream and with STREAMS (10,000) idle open
+  streams; bytes per open stream at each end (user space only: kernel socket buffers are not
+  in RSS).
 
 Everything runs on 127.0.0.1 and is stopped by PID. Timings are medians of one run on a small
 shared machine: compare ratios within one run, not absolute numbers across runs.
@@ -19,6 +20,7 @@ shared machine: compare ratios within one run, not absolute numbers across runs.
 import argparse
 import json
 import os
+import resource
 import pathlib
 import socket
 import statistics
@@ -246,44 +248,44 @@ def bench_memory(build, tmp, streams):
 
 def memory_run(s, pub, svc, streams):
     e_pid, o_pid = s.pids()
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", svc))
-    srv.listen(4096)
-    held = []
-
-    def accept_all():
-        srv.settimeout(1.0)
-        for _ in range(streams * 4):
-            if len(held) >= streams * 2:
-                break
-            try:
-                held.append(srv.accept()[0])
-            except OSError:
-                if len(held) >= streams:
-                    break
-
-    time.sleep(0.5)
-    e0, o0 = rss_bytes(e_pid), rss_bytes(o_pid)
-    th = threading.Thread(target=accept_all, daemon=True)
-    th.start()
+    # The service side lives in its own process (bench/hold.py), so this one holds only the
+    # public clients' descriptors.
+    hold = subprocess.Popen([sys.executable, str(ROOT / "bench" / "hold.py"), str(svc),
+                             str(streams)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
     clients = []
-    for _ in range(streams):
-        c = socket.create_connection(("127.0.0.1", pub), timeout=10)
-        c.sendall(b"x")  # one byte, so the stream is opened and carried end to end
-        clients.append(c)
-    T.wait_until(lambda: len(held) >= streams, 60, f"{streams} streams at the service")
-    time.sleep(1.0)
-    e1, o1 = rss_bytes(e_pid), rss_bytes(o_pid)
-    emit(bench="memory", streams=streams, edged_rss_idle=e0, originctl_rss_idle=o0,
-         edged_rss_open=e1, originctl_rss_open=o1,
-         edged_bytes_per_stream=round((e1 - e0) / streams),
-         originctl_bytes_per_stream=round((o1 - o0) / streams))
-    for c in clients:
-        c.close()
-    for c in held:
-        c.close()
-    srv.close()
+    try:
+        hold.stdout.readline()  # listening
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        time.sleep(0.5)
+        e0, o0 = rss_bytes(e_pid), rss_bytes(o_pid)
+        for _ in range(streams):
+            c = socket.create_connection(("127.0.0.1", pub), timeout=10)
+            c.sendall(b"x")  # one byte, so the stream is opened and carried end to end
+            clients.append(c)
+        held = 0
+        deadline = time.monotonic() + 120
+        while held < streams and time.monotonic() < deadline:
+            line = hold.stdout.readline()
+            if not line:
+                break
+            held = int(line.split()[1])
+        assert held >= streams, f"only {held} of {streams} streams reached the service"
+        time.sleep(1.0)
+        e1, o1 = rss_bytes(e_pid), rss_bytes(o_pid)
+        emit(bench="memory", streams=streams, edged_rss_idle=e0, originctl_rss_idle=o0,
+             edged_rss_open=e1, originctl_rss_open=o1,
+             edged_bytes_per_stream=round((e1 - e0) / streams),
+             originctl_bytes_per_stream=round((o1 - o0) / streams))
+    finally:
+        for c in clients:
+            c.close()
+        hold.stdin.close()
+        try:
+            hold.wait(10)
+        except subprocess.TimeoutExpired:
+            hold.kill()
 
 
 def main():
@@ -293,7 +295,7 @@ def main():
     ap.add_argument("--size", type=int, default=2 << 30)
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--load-streams", type=int, default=4)
-    ap.add_argument("--streams", type=int, default=2000)
+    ap.add_argument("--streams", type=int, default=10000)
     a = ap.parse_args()
     only = set(a.only.split(","))
     with tempfile.TemporaryDirectory(prefix="et-bench-") as d:

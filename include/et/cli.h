@@ -22,7 +22,8 @@ ET_MUST_USE int et_cli_port(const char *s, unsigned long *out);
 unsigned et_cli_threads(void);
 
 /* et_cli_block_signals blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads
- * it starts later), ignores SIGPIPE, and fills |set| for et_cli_wait_signal. */
+ * it starts later), ignores SIGPIPE, raises the descriptor limit to its hard limit, and fills
+ * |set| for et_cli_wait_signal. */
 void et_cli_block_signals(sigset_t *set);
 
 /* et_cli_wait_signal waits for a signal of |set| other than SIGHUP and returns it. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 int et_cli_log_format(const char *s, et_log_format *out)
@@ -55,6 +56,12 @@ unsigned et_cli_threads(void)
 
 void et_cli_block_signals(sigset_t *set)
 {
+    /* Every stream holds a socket: take all the descriptors the hard limit allows. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(set);
     sigaddset(set, SIGTERM);

@@ -410,7 +410,12 @@ static bool enqueue(et_stream *s, const uint8_t *p, size_t n)
         memcpy(t->data + t->len, p, n);
         t->len += n;
     } else {
-        size_t cap = n < CHUNK_MIN ? CHUNK_MIN : n;
+        /* Grow with the queue: an idle stream that gets one small frame keeps a small chunk,
+         * a stream that queues many small frames gets chunks of up to CHUNK_MIN. */
+        size_t queued = atomic_load_explicit(&s->rq_bytes, memory_order_relaxed);
+        size_t cap = queued < CHUNK_MIN ? queued : CHUNK_MIN;
+        if (cap < n)
+            cap = n;
         et_chunk *c = malloc(sizeof(*c) + cap);
         if (c == NULL)
             return false;
