@@ -56,6 +56,18 @@ def rss_bytes(pid):
     return 0
 
 
+def mem_kinds(pid):
+    """RSS, PSS and USS (private pages) of a process, in bytes, from smaps_rollup: RSS counts
+    shared library pages in full, PSS shares them out, USS is what the process alone holds."""
+    v = {}
+    for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith(":"):
+            v[parts[0][:-1]] = int(parts[1]) * 1024
+    return {"rss": v.get("Rss", 0), "pss": v.get("Pss", 0),
+            "uss": v.get("Private_Clean", 0) + v.get("Private_Dirty", 0)}
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -260,6 +272,7 @@ def memory_run(s, pub, svc, streams):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         time.sleep(0.5)
         e0, o0 = rss_bytes(e_pid), rss_bytes(o_pid)
+        emit(bench="memory_idle", edged=mem_kinds(e_pid), originctl=mem_kinds(o_pid))
         for _ in range(streams):
             c = socket.create_connection(("127.0.0.1", pub), timeout=10)
             c.sendall(b"x")  # one byte, so the stream is opened and carried end to end
