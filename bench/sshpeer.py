@@ -15,9 +15,12 @@ bench/core.py, measured by core.py's own functions:
 - cancel_signal: a few extra trials whose service also watches its socket, to tell whether the
   client's reset reaches the service as a reset or only as a FIN.
 
-With -R the per-connection work happens in sshd's post-authentication child (`sshd: root@notty`,
-under the `[priv]` monitor, under the listener) and in the ssh client; those are found through
-/proc (children files when the kernel has them, otherwise every /proc/PID/stat's parent PID).
+With -R the per-connection work happens in sshd's per-connection child and in the ssh client.
+For a root login OpenSSH 9.2 skips the post-auth privilege split (privsep_postauth: uid 0), so
+the tree is just the listener -> `sshd: root` (which holds the -R listening sockets and every
+forwarded connection; no `[priv]`/`root@notty` pair, and no session title since -N opens no
+session). It is found through /proc: children files when the kernel has them (this one has no
+CONFIG_PROC_CHILDREN), otherwise every /proc/PID/stat's parent PID.
 Everything runs on 127.0.0.1 and is stopped by PID.
 """
 import argparse
@@ -108,14 +111,28 @@ def cpu_or_zero(pid):
         return 0.0
 
 
-def listening(port):
-    """True once 127.0.0.1:port is in LISTEN state (no probe connection: a probe through -R
-    would open a channel to the local service)."""
+def listening(port, owners=None):
+    """True once 127.0.0.1:port is in LISTEN state, and if owners (a callable giving PIDs) is
+    set, held by one of them (so a stranger's listener on the port does not count). No probe
+    connection: a probe through -R would open a channel to the local service."""
     want = f"0100007F:{port:04X}"
+    inodes = set()
     for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
         f = line.split()
         if f[1] == want and f[3] == "0A":
-            return True
+            inodes.add(f"socket:[{f[9]}]")
+    if not inodes or owners is None:
+        return bool(inodes)
+    for pid in owners():
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                        return True
+                except OSError:
+                    pass
+        except OSError:
+            pass
     return False
 
 
@@ -230,7 +247,8 @@ class SshTunnel:
         self.sshd_log = open(d / "sshd.log", "wb")
         self.sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL,
                                      stdout=self.sshd_log, stderr=subprocess.STDOUT)
-        self._wait(lambda: listening(self.port), self.sshd, "sshd listening")
+        self._wait(lambda: listening(self.port, lambda: [self.sshd.pid]), self.sshd,
+                   "sshd listening")
 
         cmd = [SSH, "-N", "-T", "-F", "/dev/null",
                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -245,7 +263,8 @@ class SshTunnel:
         self.ssh = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.ssh_log,
                                     stderr=subprocess.STDOUT)
         for pub, _ in self.forwards:
-            self._wait(lambda: listening(pub), self.ssh, f"-R forward on 127.0.0.1:{pub}")
+            self._wait(lambda: listening(pub, lambda: descendants(self.sshd.pid)), self.ssh,
+                       f"-R forward on 127.0.0.1:{pub}")
         self._find_session()
 
     def _wait(self, pred, proc, what):
@@ -266,9 +285,9 @@ class SshTunnel:
             return ""
 
     def _find_session(self):
-        """The listener forks a `sshd: root [priv]` monitor per connection, which forks the
-        post-auth child `sshd: root@notty` that owns the channels (the -R listening sockets and
-        every forwarded connection). Pick the leaf; keep all for CPU accounting."""
+        """The connection's process that owns the channels: the leaf under the listener
+        (`sshd: root` for a root login; `sshd: USER@notty` under a `[priv]` monitor for
+        another user). Every descendant is kept for the 'other' CPU figure."""
         self.sshd_pids = descendants(self.sshd.pid)
         leaves = [p for p in self.sshd_pids if not children(p)]
         named = [p for p in leaves if "@notty" in cmdline(p)]
@@ -331,7 +350,7 @@ def bench_throughput(size):
             out["ssh_cpu_s_per_gb"] = out.pop("tunnel_cpu_s_per_gb")
             out["sshd_session_cpu_s"] = round(snap["session"] - before["session"], 3)
             out["ssh_client_cpu_s"] = round(snap["client"] - before["client"], 3)
-            out["sshd_other_cpu_s"] = round(snap["other"] - before["other"], 3)  # monitor+listener
+            out["sshd_other_cpu_s"] = round(snap["other"] - before["other"], 3)  # listener (+ monitor if any)
             out["sshd_session_cpu_s_per_gb"] = round(out["sshd_session_cpu_s"] / gb, 3)
             out["ssh_client_cpu_s_per_gb"] = round(out["ssh_client_cpu_s"] / gb, 3)
             emit(**out)

@@ -21,6 +21,7 @@ static void usage(FILE *f)
 {
     fputs("usage: edged [--tunnel ADDR] --cert FILE --key FILE --token-key FILE\n"
           "             [--http ADDR] [--origin-timeout DURATION] [--head-timeout DURATION]\n"
+          "             [--keepalive DURATION]\n"
           "             [--tcp-ports LO-HI] [--tcp-bind ADDR] [--threads N]\n"
           "             [--log-format text|json] [--log-level debug|info|warn|error]\n"
           "       edged token --token-key FILE --name NAME [--http HOST]... [--tcp PORT]...\n"
@@ -31,6 +32,8 @@ static void usage(FILE *f)
           "  --http ADDR       public HTTP listener, routed by Host (e.g. 0.0.0.0:8080)\n"
           "  --origin-timeout  504 when the origin has not answered in time (default 30s)\n"
           "  --head-timeout    408 when a request head is not complete in time (default 10s)\n"
+          "  --keepalive DUR   a tunnel socket silent this long is dead (default 15s; PING\n"
+          "                    every third of it)\n"
           "  --dev             development edge on loopback: self-signed certificate and token\n"
           "                    key in memory; prints the originctl line for --dev-port (3000)\n"
           "  --tunnel ADDR     where originctl connects (default 127.0.0.1:7443)\n"
@@ -117,6 +120,7 @@ int main(int argc, char **argv)
         {"origin-timeout", required_argument, NULL, 'O'},
         {"head-timeout", required_argument, NULL, 'E'},
         {"dev", no_argument, NULL, 'D'},
+        {"keepalive", required_argument, NULL, 'A'},
         {"dev-port", required_argument, NULL, 'P'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
@@ -128,6 +132,7 @@ int main(int argc, char **argv)
     cfg.threads = et_cli_threads();
     cfg.origin_timeout_ns = 30ull * 1000000000ull;
     cfg.head_timeout_ns = 10ull * 1000000000ull;
+    cfg.keepalive_ms = 5000; /* a dead peer is noticed within 15 s */
     const char *cert = NULL, *key = NULL, *token_key = NULL;
     bool dev = false;
     unsigned long dev_port = 3000;
@@ -154,6 +159,14 @@ int main(int argc, char **argv)
         case 'O': rv = parse_duration_ns(optarg, &cfg.origin_timeout_ns); break;
         case 'E': rv = parse_duration_ns(optarg, &cfg.head_timeout_ns); break;
         case 'D': dev = true; break;
+        case 'A': {
+            uint64_t ns = 0;
+            rv = parse_duration_ns(optarg, &ns);
+            cfg.keepalive_ms = (uint32_t)(ns / 3000000ull); /* three quiet intervals = dead */
+            if (rv == ET_OK && cfg.keepalive_ms == 0)
+                rv = ET_E_CONFIG;
+            break;
+        }
         case 'P': rv = et_cli_port(optarg, &dev_port); break;
         case 'V': printf("edged %s (protocol %d)\n", ET_VERSION, ET_VERSION_PROTOCOL); return 0;
         case 'h': usage(stdout); return 0;

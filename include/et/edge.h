@@ -19,6 +19,7 @@ typedef struct et_edge_config {
     char http_addr[128];        /* public HTTP listener, or "" for none */
     uint64_t origin_timeout_ns; /* HTTP: no answer from the origin in time -> 504 */
     uint64_t head_timeout_ns;   /* HTTP: request head not complete in time -> 408 */
+    uint32_t keepalive_ms;      /* PING interval; a socket quiet for three is dead */
     char tcp_bind[64];          /* address public TCP listeners bind */
     uint16_t tcp_lo, tcp_hi;    /* --tcp-ports; 0-0 = none */
     uint8_t token_key[ET_EDGE_KEY_MAX];

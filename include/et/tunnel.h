@@ -116,6 +116,7 @@ struct et_engine {
     _Atomic uint32_t next_session_key;
     _Atomic int exit_code;
     _Atomic bool stopping;             /* et_engine_stop was called: no new work (redials) */
+    uint32_t keepalive_ms;             /* edge: the PING interval announced in WELCOME */
     void *side_state;                  /* edge hub or origin config; owned by the side */
     void (*session_free_side)(void *); /* frees et_session.side */
 };
@@ -241,8 +242,10 @@ struct et_tsock {
     et_task move_task;  /* hands the socket over after the current round (et_tsock_move) */
     et_task close_task; /* closes a failed socket after the current round */
     et_worker *move_to;
-    et_timer timer; /* handshake timeout */
-    void *side;     /* side-specific (origin: pool slot) */
+    et_timer timer;        /* handshake timeout, then the keepalive tick */
+    uint32_t keepalive_ms; /* PING after this long without a frame; dead after three; 0 = off */
+    uint64_t last_rx_ns;   /* when a frame last arrived */
+    void *side;            /* side-specific (origin: pool slot) */
 };
 
 /* et_tsock_new creates a tunnel socket on |w| for the connected or connecting |fd| (ownership

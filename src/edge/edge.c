@@ -372,12 +372,13 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
     ts->peer_max_frame = h->max_frame;
     ts->peer_window = h->initial_window;
     et_frame wh = {0, 0, 0, ET_A_WELCOME, 0, NULL};
+    ts->keepalive_ms = eng->keepalive_ms;
     et_msg wm = {.welcome = {ET_PROTO_VERSION_MAX,
                              h->role,
                              ET_FRAME_MAX_DEFAULT,
                              {0},
                              ts->id,
-                             0,
+                             eng->keepalive_ms,
                              {(const uint8_t *)c->sub, strlen(c->sub)}}};
     memcpy(wm.welcome.session_id, h->session_id, ET_SESSION_ID_LEN);
     rv = et_tsock_queue(ts, &wh, &wm);
@@ -456,6 +457,7 @@ static const et_side_ops edge_ops = {
 int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
 {
     ET_GUARD(et_engine_init(eng, ET_SIDE_EDGE, &edge_ops, ctx, cfg->threads));
+    eng->keepalive_ms = cfg->keepalive_ms;
     edge_hub *hub = calloc(1, sizeof(*hub));
     ET_ENSURE(hub != NULL, ET_E_NOMEM);
     eng->side_state = hub;

@@ -179,6 +179,8 @@ static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg 
         w->role != sl->role || memcmp(w->session_id, os->sess->id, ET_SESSION_ID_LEN) != 0)
         return ET_E_PROTO(ET_WE_PROTOCOL);
     ts->peer_max_frame = w->max_frame;
+    /* The edge's interval; without one our own default, so a dead edge is still noticed. */
+    ts->keepalive_ms = w->keepalive_ms != 0 ? w->keepalive_ms : 5000;
     et_tsock *old = NULL;
     int rv = et_session_attach(os->sess, ts, &old);
     if (rv < 0)
@@ -191,8 +193,8 @@ static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg 
     sl->ready = true;
     sl->up_since = et_reactor_now(ts->w->r);
     unsigned ready = atomic_fetch_add(&os->nready, 1) + 1;
-    et_logf(ET_LOG_INFO, "socket_up", "role=%s index=%u socket=%u tunnel=%.*s",
-            sl->role == ET_ROLE_CONTROL ? "control" : "data", sl->index, w->socket_id,
+    et_logf(ET_LOG_INFO, "socket_up", "role=%s index=%u socket=%u edge_socket=%u tunnel=%.*s",
+            sl->role == ET_ROLE_CONTROL ? "control" : "data", sl->index, ts->id, w->socket_id,
             (int)w->tunnel.n, (const char *)w->tunnel.p);
     if (ready == os->nslots) {
         char hex[2 * ET_SESSION_ID_LEN + 1];

@@ -37,9 +37,46 @@ static void free_task_fn(et_reactor *r, et_task *t)
     et_tsock_unref(ts); /* the worker list's reference */
 }
 
+static void arm_keepalive(et_tsock *ts)
+{
+    if (ts->keepalive_ms == 0)
+        return;
+    uint64_t at = et_reactor_now(ts->w->r) + (uint64_t)ts->keepalive_ms * 1000000ull;
+    if (et_timer_arm(ts->w->r, &ts->timer, at) < 0)
+        et_logf(ET_LOG_WARN, "timer_failed", "what=keepalive socket=%u", ts->id);
+}
+
+/* keepalive_tick: a socket that has heard nothing for a keepalive interval sends a PING; one
+ * that has heard nothing for three is dead (its peer stopped, or the path did) and is closed,
+ * even when TCP itself has not noticed (spec §9.2). */
+static void keepalive_tick(et_tsock *ts)
+{
+    uint64_t now = et_reactor_now(ts->w->r);
+    uint64_t iv = (uint64_t)ts->keepalive_ms * 1000000ull;
+    uint64_t quiet = now - ts->last_rx_ns;
+    if (quiet >= 3 * iv) {
+        ET_COUNT(ts->w->eng->stats.frame_errors[et_stat_slot(ET_WE_KEEPALIVE_TIMEOUT)]);
+        et_logf(ET_LOG_WARN, "keepalive_timeout", "socket=%u peer=%s quiet_ms=%llu", ts->id,
+                ts->peer, (unsigned long long)(quiet / 1000000));
+        et_tsock_close(ts, ET_WE_KEEPALIVE_TIMEOUT, "keepalive timeout");
+        return;
+    }
+    if (quiet >= iv) {
+        et_frame h = {0, 0, 0, ET_A_PING, 0, NULL};
+        et_msg m = {.ping = now};
+        if (et_tsock_queue(ts, &h, &m) < 0)
+            return;
+    }
+    arm_keepalive(ts);
+}
+
 static void handshake_timeout(et_reactor *r, et_timer *t)
 {
     et_tsock *ts = ET_CONTAINER_OF(t, et_tsock, timer);
+    if (ts->state >= ET_TS_READY) {
+        keepalive_tick(ts);
+        return;
+    }
     if (ts->w->eng->side == ET_SIDE_EDGE)
         ET_COUNT(ts->w->eng->stats.handshake_refused[et_stat_slot(ET_WE_HANDSHAKE_TIMEOUT)]);
     et_logf(ET_LOG_WARN, "handshake_refused", "reason=handshake_timeout peer=%s", ts->peer);
@@ -306,6 +343,8 @@ void et_tsock_set_ready(et_tsock *ts)
 {
     atomic_store(&ts->state, ET_TS_READY);
     et_timer_cancel(ts->w->r, &ts->timer);
+    ts->last_rx_ns = et_reactor_now(ts->w->r);
+    arm_keepalive(ts);
     if (ts->role == ET_ROLE_DATA && et_sock_set_notsent_lowat(ts->fd, ET_DATA_LOWAT) < 0)
         et_logf(ET_LOG_WARN, "sockopt_failed", "socket=%u opt=TCP_NOTSENT_LOWAT", ts->id);
     ET_COUNT(ts->w->eng->stats.sockets_up);
@@ -493,6 +532,7 @@ static void read_loop(et_tsock *ts)
         ERR_clear_error();
         int n = SSL_read(ts->ssl, p, avail > INT32_MAX ? INT32_MAX : (int)avail);
         if (n > 0) {
+            ts->last_rx_ns = et_reactor_now(ts->w->r);
             et_frame_reader_commit(&ts->rd, (size_t)n);
             if (!read_frames(ts))
                 return;
@@ -609,6 +649,8 @@ static void adopt(et_reactor *r, void *arg)
             et_tsock_unref(old);
         }
     }
+    if (ts->state >= ET_TS_READY)
+        arm_keepalive(ts); /* the timer stayed with the old worker */
     /* Frames may wait in the reader (read before the move) and records in TLS: go on. */
     ts->readable = ts->writable = true;
     if (read_frames(ts))
