@@ -7,7 +7,6 @@ pkgs=(
     build-essential clang clang-format afl++ libclang-rt-dev
     android-libboringssl-dev libxxhash-dev libjansson-dev libcmocka-dev
     python3 python3-pytest python3-websockets curl wrk openssl iproute2 procps
-    openssh-server openssh-client
 )
 
 missing=()
