@@ -8,6 +8,7 @@
 #   make fuzz                 every fuzz target as libFuzzer (clang) and AFL++ binaries
 #   make fuzz-smoke           each libFuzzer target for FUZZ_SECONDS, then a corpus replay
 #   make SANITIZER=address,undefined | SANITIZER=thread   any target with sanitizers
+#   make bench                benchmarks (bench/README.md), JSON lines into bench/out/
 #   make format | format-check
 #   V=1                       show full commands
 
@@ -130,6 +131,22 @@ fuzz: $(LF_BINS) $(AFL_BINS)
 
 fuzz-smoke: $(LF_BINS)
 	$(Q)fuzz/smoke.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+# --- benchmarks (not part of make test): JSON lines to stdout and bench/out/ --------------
+BENCH_PY ?= /usr/bin/python3
+.PHONY: bench bench-deps bench-core bench-ssh
+bench: bench-core bench-ssh
+
+bench-deps:
+	$(Q)scripts/install-bench-deps.sh
+	$(Q)$(MAKE) --no-print-directory CC=gcc all
+	$(Q)mkdir -p bench/out
+
+bench-core: bench-deps
+	$(Q)$(BENCH_PY) bench/core.py | tee bench/out/core.jsonl
+
+bench-ssh: bench-deps
+	$(Q)$(BENCH_PY) bench/sshpeer.py | tee bench/out/sshpeer.jsonl
 
 # --- housekeeping ------------------------------------------------------------------------
 FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c tests/unit/*.c tests/unit/*.h \
