@@ -134,8 +134,8 @@ fuzz-smoke: $(LF_BINS)
 
 # --- benchmarks (not part of make test): JSON lines to stdout and bench/out/ --------------
 BENCH_PY ?= /usr/bin/python3
-.PHONY: bench bench-deps bench-core bench-ssh
-bench: bench-core bench-ssh
+.PHONY: bench bench-deps bench-core bench-ssh bench-relay
+bench: bench-core bench-ssh bench-relay
 
 bench-deps:
 	$(Q)scripts/install-bench-deps.sh
@@ -147,6 +147,18 @@ bench-core: bench-deps
 
 bench-ssh: bench-deps
 	$(Q)$(BENCH_PY) bench/sshpeer.py | tee bench/out/sshpeer.jsonl
+
+# The minimal TLS relay (no framing, blocking plain I/O, one TLS leg): the ceiling.
+$(O)/bench/tls_relay: bench/tls_relay.c
+	$(call msg,CCLD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< -L$(BSSL_LIB) -lssl -lcrypto -lpthread -o $@
+
+-include $(O)/bench/tls_relay.d
+
+bench-relay: bench-deps
+	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
+	$(Q)$(BENCH_PY) bench/relay.py --relay build/gcc/bench/tls_relay | tee bench/out/relay.jsonl
 
 # --- housekeeping ------------------------------------------------------------------------
 FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c tests/unit/*.c tests/unit/*.h \
