@@ -380,6 +380,11 @@ size_t et_frame_reader_feed(et_frame_reader *r, const uint8_t *p, size_t n);
  * ET_E_PROTO error of a bad header. */
 ET_MUST_USE int et_frame_reader_next(et_frame_reader *r, et_frame *out);
 
+/* et_frame_reader_peek returns ET_FRAME_COMPLETE with the next frame in |*out| without
+ * consuming it (a view valid as next()'s), ET_FRAME_NEED_MORE, or the error next() would give
+ * (not made sticky here). For look-ahead: is more of the same stream already here? */
+ET_MUST_USE int et_frame_reader_peek(const et_frame_reader *r, et_frame *out);
+
 /* et_frame_reader_buffered returns the bytes received but not yet handed out as frames. */
 size_t et_frame_reader_buffered(const et_frame_reader *r);
 

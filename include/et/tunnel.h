@@ -348,8 +348,9 @@ ET_MUST_USE int et_stream_set_pending(et_stream *s, uint8_t *p, size_t n);
  * sends (a PROXY protocol header); they return no credit. Call before any DATA arrives. */
 ET_MUST_USE int et_stream_prepend_local(et_stream *s, const uint8_t *p, size_t n);
 
-/* et_stream_on_data / _on_end / _on_window handle those frames for |s|. */
-void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n);
+/* et_stream_on_data / _on_end / _on_window handle those frames for |s|. |more|: the next frame
+ * already received is DATA for |s| too, so the local write may wait for it (MSG_MORE). */
+void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n, bool more);
 void et_stream_on_end(et_stream *s);
 void et_stream_on_window(et_stream *s, uint32_t inc);
 

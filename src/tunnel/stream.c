@@ -355,10 +355,11 @@ static void consumed(et_stream *s, size_t n)
     }
 }
 
-/* local_write writes to the local socket; returns bytes written, or -1 after cancelling. */
-static ssize_t local_write(et_stream *s, const uint8_t *p, size_t n)
+/* local_write writes to the local socket; returns bytes written, or -1 after cancelling. |more|
+ * holds the bytes back (MSG_MORE) for the next write, which the caller guarantees follows. */
+static ssize_t local_write(et_stream *s, const uint8_t *p, size_t n, bool more)
 {
-    ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+    ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
     if (w >= 0) {
         if ((size_t)w < n)
             s->local_writable = false;
@@ -385,7 +386,7 @@ static void drain_queue(et_stream *s)
 {
     while (s->rq_head != NULL && s->local_writable && !s->closed) {
         et_chunk *c = s->rq_head;
-        ssize_t w = local_write(s, c->data + c->off, c->len - c->off);
+        ssize_t w = local_write(s, c->data + c->off, c->len - c->off, false);
         if (w < 0)
             return;
         c->off += (size_t)w;
@@ -454,7 +455,7 @@ int et_stream_prepend_local(et_stream *s, const uint8_t *p, size_t n)
     return ET_OK;
 }
 
-void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n)
+void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n, bool more)
 {
     if (s->kind == ET_OPEN_HTTP && !atomic_load_explicit(&s->resp_started, memory_order_relaxed)) {
         atomic_store(&s->resp_started, true);
@@ -471,7 +472,7 @@ void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n)
     s->recv_limit -= (uint32_t)n;
     size_t done = 0;
     if (s->rq_head == NULL && s->local_writable && !s->connecting) {
-        ssize_t w = local_write(s, p, n);
+        ssize_t w = local_write(s, p, n, more);
         if (w < 0)
             return;
         done = (size_t)w;

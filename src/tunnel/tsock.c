@@ -437,11 +437,17 @@ static uint16_t dispatch(et_tsock *ts, const et_frame *f)
         int rv = eng->ops->on_open(ts, f, &m.open);
         return rv < 0 && et_err_class(rv) == ET_CLASS_PROTOCOL ? et_err_detail(rv) : ET_WE_NONE;
     }
-    case ET_A_DATA:
+    case ET_A_DATA: {
         ET_COUNT_N(eng->stats.bytes_from_peer, f->length);
-        if ((s = stream_for(ts, f)) != NULL)
-            et_stream_on_data(s, m.data.p, m.data.n);
+        if ((s = stream_for(ts, f)) == NULL)
+            return ET_WE_NONE;
+        et_frame next;
+        bool more = et_frame_reader_peek(&ts->rd, &next) == ET_FRAME_COMPLETE &&
+                    next.action == ET_A_DATA && next.user_channel == f->user_channel &&
+                    next.stream_id == f->stream_id;
+        et_stream_on_data(s, m.data.p, m.data.n, more);
         return ET_WE_NONE;
+    }
     case ET_A_END:
         if ((s = stream_for(ts, f)) != NULL)
             et_stream_on_end(s);
@@ -523,23 +529,39 @@ static void read_loop(et_tsock *ts)
             et_io_resume(ts->w->r, &ts->io, EPOLLIN);
             return;
         }
-        size_t avail;
-        uint8_t *p = et_frame_reader_space(&ts->rd, &avail);
-        if (p == NULL) {
-            et_tsock_close(ts, ET_WE_INTERNAL, "reader full");
-            return;
-        }
-        ERR_clear_error();
-        int n = SSL_read(ts->ssl, p, avail > INT32_MAX ? INT32_MAX : (int)avail);
-        if (n > 0) {
-            ts->last_rx_ns = et_reactor_now(ts->w->r);
+        /* Take in every record already here (while a whole one still fits), then hand the
+         * frames out together: consecutive DATA of one stream can then be written to its local
+         * socket as one burst (MSG_MORE), one wake-up of the reader instead of one a record. */
+        int e = SSL_ERROR_NONE;
+        bool got = false;
+        for (;;) {
+            size_t avail;
+            uint8_t *p = et_frame_reader_space(&ts->rd, &avail);
+            if (p == NULL) {
+                if (got)
+                    break;
+                et_tsock_close(ts, ET_WE_INTERNAL, "reader full");
+                return;
+            }
+            if (got && (avail < ET_RECORD_MAX || budget == 0))
+                break;
+            ERR_clear_error();
+            int n = SSL_read(ts->ssl, p, avail > INT32_MAX ? INT32_MAX : (int)avail);
+            if (n <= 0) {
+                e = SSL_get_error(ts->ssl, n);
+                break;
+            }
             et_frame_reader_commit(&ts->rd, (size_t)n);
+            got = true;
+            budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+        }
+        if (got) {
+            ts->last_rx_ns = et_reactor_now(ts->w->r);
             if (!read_frames(ts))
                 return;
-            budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
-            continue;
         }
-        int e = SSL_get_error(ts->ssl, n);
+        if (e == SSL_ERROR_NONE)
+            continue;
         if (e == SSL_ERROR_WANT_READ) {
             ts->readable = false;
             return;

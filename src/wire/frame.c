@@ -268,6 +268,14 @@ int et_frame_reader_next(et_frame_reader *r, et_frame *out)
     return rv;
 }
 
+int et_frame_reader_peek(const et_frame_reader *r, et_frame *out)
+{
+    if (r->error < 0)
+        return r->error;
+    size_t used;
+    return et_frame_decode(r->buf + r->start, r->end - r->start, r->max_payload, out, &used);
+}
+
 size_t et_frame_reader_buffered(const et_frame_reader *r)
 {
     return r->end - r->start;

@@ -305,6 +305,27 @@ static void test_reader_error_is_sticky(void **state)
     et_frame_reader_cleanup(NULL);
 }
 
+static void test_reader_peek_does_not_consume(void **state)
+{
+    build_stream();
+    et_frame_reader r;
+    assert_int_equal(et_frame_reader_init(&r, ET_FRAME_MAX_DEFAULT, 4096), ET_OK);
+    et_frame f, g;
+    assert_int_equal(et_frame_reader_peek(&r, &f), ET_FRAME_NEED_MORE);
+    assert_int_equal(et_frame_reader_feed(&r, stream_bytes, stream_len), stream_len);
+    for (size_t i = 0; i < stream_frames; i++) {
+        assert_int_equal(et_frame_reader_peek(&r, &f), ET_FRAME_COMPLETE);
+        assert_int_equal(et_frame_reader_peek(&r, &g), ET_FRAME_COMPLETE); /* twice: same */
+        assert_ptr_equal(f.payload, g.payload);
+        assert_int_equal(et_frame_reader_next(&r, &g), ET_FRAME_COMPLETE);
+        assert_int_equal(f.action, g.action);
+        assert_int_equal(f.length, g.length);
+        assert_ptr_equal(f.payload, g.payload);
+    }
+    assert_int_equal(et_frame_reader_peek(&r, &f), ET_FRAME_NEED_MORE);
+    et_frame_reader_cleanup(&r);
+}
+
 static void test_reader_set_max_bounds(void **state)
 {
     et_frame_reader r;
@@ -555,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_reader_space_commit),
         cmocka_unit_test(test_reader_max_payload_frame_fits),
         cmocka_unit_test(test_reader_error_is_sticky),
+        cmocka_unit_test(test_reader_peek_does_not_consume),
         cmocka_unit_test(test_reader_set_max_bounds),
         cmocka_unit_test(test_decode_need_more_reports_size),
         cmocka_unit_test(test_decode_consumes_one_frame_only),
