@@ -161,7 +161,7 @@ bench-relay: bench-deps
 	$(Q)$(BENCH_PY) bench/relay.py --relay build/gcc/bench/tls_relay | tee bench/out/relay.jsonl
 
 # --- housekeeping ------------------------------------------------------------------------
-FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c tests/unit/*.c tests/unit/*.h \
+FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h \
                                  fuzz/*.c bench/*.c))
 format:
 	$(Q)clang-format -i $(FORMAT_FILES)

@@ -95,80 +95,67 @@ static et_tsock *pick_socket(edge_hub *hub, uint16_t port)
     return ts;
 }
 
-static void public_accept(et_reactor *r, et_io *io, uint32_t events)
+/* on_public_tcp hands an accepted public TCP connection to a data socket of a session serving
+ * its port, or refuses it at once (RST) when the tunnel is not connected. */
+static void on_public_tcp(listener *l, int fd)
 {
-    listener *l = ET_CONTAINER_OF(io, listener, io);
     et_worker *w = l->w;
-    edge_hub *hub = hub_of(w->eng);
-    for (int i = 0; i < 1024; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                et_logf(ET_LOG_WARN, "accept_failed", "port=%u errno=%d", l->port, errno);
-            if (errno == EINTR)
-                continue;
-            return;
-        }
-        et_tsock *ts = pick_socket(hub, l->port);
-        if (ts == NULL) {
-            /* Tunnel not connected: refuse at once (RST) rather than hold the client. */
-            ET_COUNT(w->eng->stats.public_refused);
-            et_sock_reset_close(fd);
-            continue;
-        }
-        if (ts->w == w) {
-            open_public_stream(ts, fd);
-            et_tsock_unref(ts);
-            continue;
-        }
-        handoff *h = malloc(sizeof(*h));
-        if (h != NULL) {
-            *h = (handoff){ts, fd};
-            if (et_reactor_post(ts->w->r, handoff_run, h) == ET_OK)
-                continue;
-            free(h);
-        }
-        ET_COUNT(w->eng->stats.inbox_full);
+    et_tsock *ts = pick_socket(hub_of(w->eng), l->port);
+    if (ts == NULL) {
+        ET_COUNT(w->eng->stats.public_refused);
         et_sock_reset_close(fd);
+        return;
+    }
+    if (ts->w == w) {
+        open_public_stream(ts, fd);
         et_tsock_unref(ts);
+        return;
     }
-    /* Accepted a full batch: let other work run, then come back (edge-triggered). */
-    et_io_resume(r, io, EPOLLIN);
+    handoff *h = malloc(sizeof(*h));
+    if (h != NULL) {
+        *h = (handoff){ts, fd};
+        if (et_reactor_post(ts->w->r, handoff_run, h) == ET_OK)
+            return;
+        free(h);
+    }
+    ET_COUNT(w->eng->stats.inbox_full);
+    et_sock_reset_close(fd);
+    et_tsock_unref(ts);
 }
 
-static void tunnel_accept(et_reactor *r, et_io *io, uint32_t events)
+static void on_tunnel(listener *l, int fd)
 {
+    /* The role is known once HELLO arrives. */
+    if (et_tsock_new(l->w, fd, ET_TS_TLS, 0) == NULL)
+        et_logf(ET_LOG_WARN, "socket_setup_failed", "listener=tunnel");
+}
+
+static void on_http(listener *l, int fd)
+{
+    http_on_accept(l->w, fd);
+}
+
+/* listener_on_event accepts a batch of connections for the listener's kind; after a full batch
+ * it lets other work run and comes back (edge-triggered: no new event would come). */
+static void listener_on_event(et_reactor *r, et_io *io, uint32_t events)
+{
+    static const char *names[] = {
+        [LISTEN_TUNNEL] = "tunnel", [LISTEN_TCP] = "tcp", [LISTEN_HTTP] = "http"};
     listener *l = ET_CONTAINER_OF(io, listener, io);
-    et_worker *w = l->w;
+    void (*take)(listener *, int) = l->kind == LISTEN_TCP    ? on_public_tcp
+                                    : l->kind == LISTEN_HTTP ? on_http
+                                                             : on_tunnel;
     for (int i = 0; i < 256; i++) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                et_logf(ET_LOG_WARN, "accept_failed", "listener=tunnel errno=%d", errno);
+                et_logf(ET_LOG_WARN, "accept_failed", "listener=%s port=%u errno=%d",
+                        names[l->kind], l->port, errno);
             return;
         }
-        /* The role is known once HELLO arrives. */
-        if (et_tsock_new(w, fd, ET_TS_TLS, 0) == NULL)
-            et_logf(ET_LOG_WARN, "socket_setup_failed", "listener=tunnel");
-    }
-    et_io_resume(r, io, EPOLLIN);
-}
-
-static void http_accept(et_reactor *r, et_io *io, uint32_t events)
-{
-    listener *l = ET_CONTAINER_OF(io, listener, io);
-    for (int i = 0; i < 256; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                et_logf(ET_LOG_WARN, "accept_failed", "listener=http errno=%d", errno);
-            return;
-        }
-        http_on_accept(l->w, fd);
+        take(l, fd);
     }
     et_io_resume(r, io, EPOLLIN);
 }
@@ -187,9 +174,7 @@ int add_listener(et_worker *w, const char *addr, listener_kind kind, uint16_t po
         free(l);
         return rv;
     }
-    et_io_init(&l->io, kind == LISTEN_TCP    ? public_accept
-                       : kind == LISTEN_HTTP ? http_accept
-                                             : tunnel_accept);
+    et_io_init(&l->io, listener_on_event);
     rv = et_reactor_add(w->r, l->fd, &l->io);
     if (rv < 0) {
         close(l->fd);

@@ -32,17 +32,17 @@ typedef struct http_route {
 typedef struct edge_sess {
     et_session *s;
     struct edge_sess *next; /* in the hub's list */
-    unsigned sockets; /* attached sockets; the hub drops the session at 0 */
+    unsigned sockets;       /* attached sockets; the hub drops the session at 0 */
     bool in_hub;
 } edge_sess;
 
 typedef struct edge_hub {
     et_edge_config cfg;
     pthread_mutex_t mu;
-    edge_sess *sessions;  /* each holds one session reference */
-    port_route *ports;    /* tcp_hi - tcp_lo + 1 entries, or NULL */
-    http_route **http;    /* owned: hash buckets (XXH3 of the pattern) */
-    size_t http_buckets;  /* power of two */
+    edge_sess *sessions; /* each holds one session reference */
+    port_route *ports;   /* tcp_hi - tcp_lo + 1 entries, or NULL */
+    http_route **http;   /* owned: hash buckets (XXH3 of the pattern) */
+    size_t http_buckets; /* power of two */
     size_t nhttp;
     _Atomic uint32_t next_uc;
 } edge_hub;
@@ -66,7 +66,6 @@ typedef struct listener {
 typedef struct edge_worker {
     listener *listeners;
 } edge_worker;
-
 
 /* hub_of returns the edge hub of |eng|. */
 edge_hub *hub_of(et_engine *eng);
