@@ -21,7 +21,7 @@ static void usage(FILE *f)
 {
     fputs("usage: edged [--tunnel ADDR] --cert FILE --key FILE --token-key FILE\n"
           "             [--http ADDR] [--origin-timeout DURATION] [--head-timeout DURATION]\n"
-          "             [--keepalive DURATION]\n"
+          "             [--keepalive DURATION] [--route-wait DURATION] [--drain-timeout DURATION]\n"
           "             [--tcp-ports LO-HI] [--tcp-bind ADDR] [--threads N]\n"
           "             [--log-format text|json] [--log-level debug|info|warn|error]\n"
           "       edged token --token-key FILE --name NAME [--http HOST]... [--tcp PORT]...\n"
@@ -34,6 +34,11 @@ static void usage(FILE *f)
           "  --head-timeout    408 when a request head is not complete in time (default 10s)\n"
           "  --keepalive DUR   a tunnel socket silent this long is dead (default 15s; PING\n"
           "                    every third of it)\n"
+          "  --route-wait DUR  a request whose tunnel is not connected waits this long for it\n"
+          "                    before 503 (and, just after start, an unknown host before 404),\n"
+          "                    so restarts of either side lose no request (default 5s; 0 = off)\n"
+          "  --drain-timeout DUR  SIGTERM: stop listening, send GOAWAY, let in-flight streams\n"
+          "                    finish for up to this long, then exit (default 30s)\n"
           "  --dev             development edge on loopback: self-signed certificate and token\n"
           "                    key in memory; prints the originctl line for --dev-port (3000)\n"
           "  --tunnel ADDR     where originctl connects (default 127.0.0.1:7443)\n"
@@ -45,11 +50,7 @@ static void usage(FILE *f)
 
 static int parse_duration_ns(const char *s, uint64_t *out)
 {
-    int64_t secs;
-    if (et_duration_parse(s, &secs) < 0 || secs > 86400)
-        return ET_E_CONFIG;
-    *out = (uint64_t)secs * 1000000000ull;
-    return ET_OK;
+    return et_cli_duration_ns(s, out);
 }
 
 /* dev_setup makes what `edged --dev` runs with: a self-signed certificate and a token key in
@@ -101,6 +102,12 @@ static int parse_ports(const char *s, et_edge_config *cfg)
     return ET_OK;
 }
 
+/* signal_within is the drain's pause: a second signal stops the drain at once. */
+static bool signal_within(void *set)
+{
+    return et_cli_signal_within(set, 10);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "token") == 0)
@@ -122,6 +129,8 @@ int main(int argc, char **argv)
         {"dev", no_argument, NULL, 'D'},
         {"keepalive", required_argument, NULL, 'A'},
         {"dev-port", required_argument, NULL, 'P'},
+        {"route-wait", required_argument, NULL, 'W'},
+        {"drain-timeout", required_argument, NULL, 'T'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -132,6 +141,8 @@ int main(int argc, char **argv)
     cfg.threads = et_cli_threads();
     cfg.origin_timeout_ns = 30ull * 1000000000ull;
     cfg.head_timeout_ns = 10ull * 1000000000ull;
+    cfg.route_wait_ns = 5ull * 1000000000ull;
+    cfg.drain_timeout_ns = 30ull * 1000000000ull;
     cfg.keepalive_ms = 5000; /* a dead peer is noticed within 15 s */
     const char *cert = NULL, *key = NULL, *token_key = NULL;
     bool dev = false;
@@ -156,8 +167,14 @@ int main(int argc, char **argv)
         case 'f': rv = et_cli_log_format(optarg, &fmt); break;
         case 'l': rv = et_cli_log_level(optarg, &level); break;
         case 'H': snprintf(cfg.http_addr, sizeof(cfg.http_addr), "%s", optarg); break;
-        case 'O': rv = parse_duration_ns(optarg, &cfg.origin_timeout_ns); break;
-        case 'E': rv = parse_duration_ns(optarg, &cfg.head_timeout_ns); break;
+        case 'O':
+            rv = parse_duration_ns(optarg, &cfg.origin_timeout_ns);
+            rv = rv == ET_OK && cfg.origin_timeout_ns == 0 ? ET_E_CONFIG : rv;
+            break;
+        case 'E':
+            rv = parse_duration_ns(optarg, &cfg.head_timeout_ns);
+            rv = rv == ET_OK && cfg.head_timeout_ns == 0 ? ET_E_CONFIG : rv;
+            break;
         case 'D': dev = true; break;
         case 'A': {
             uint64_t ns = 0;
@@ -168,6 +185,8 @@ int main(int argc, char **argv)
             break;
         }
         case 'P': rv = et_cli_port(optarg, &dev_port); break;
+        case 'W': rv = parse_duration_ns(optarg, &cfg.route_wait_ns); break;
+        case 'T': rv = parse_duration_ns(optarg, &cfg.drain_timeout_ns); break;
         case 'V': printf("edged %s (protocol %d)\n", ET_VERSION, ET_VERSION_PROTOCOL); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -210,6 +229,8 @@ int main(int argc, char **argv)
     if (rv == ET_OK) {
         int sig = et_cli_wait_signal(&set);
         et_logf(ET_LOG_INFO, "stopping", "signal=%d", sig);
+        /* A rolling restart: a new edged already listens on the same ports (SO_REUSEPORT). */
+        (void)et_edge_drain(&eng, signal_within, &set);
         status = 0;
     } else {
         et_logf(ET_LOG_ERROR, "start_failed", "err=\"%s\" at=%s", et_strerror(rv),

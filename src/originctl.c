@@ -19,7 +19,7 @@ static void usage(FILE *f)
         "usage: originctl connect --edge HOST:PORT --token TOKEN\n"
         "             (--ca FILE | --pin sha256:HEX | --insecure)\n"
         "             [--http HOST=http://ADDR:PORT]... [--tcp PUBLIC_PORT=HOST:PORT]...\n"
-        "             [--proxy-protocol] [--data-conns N] [--no-control]\n"
+        "             [--proxy-protocol] [--data-conns N] [--no-control] [--drain-timeout DUR]\n"
         "             [--threads N] [--log-format text|json] [--log-level LEVEL]\n"
         "       originctl --version | --help\n"
         "\n"
@@ -29,6 +29,9 @@ static void usage(FILE *f)
         "  --proxy-protocol          send a PROXY protocol v2 header to the local service first\n"
         "  --data-conns N            data sockets in the pool (default 4, at most 16)\n"
         "  --no-control              legacy mode: no control socket, cancels on data sockets\n"
+        "  --drain-timeout DUR       SIGTERM: send GOAWAY (the edge opens no new stream here),\n"
+        "                            let in-flight streams finish for up to this long, then exit\n"
+        "                            (default 30s; a second signal exits at once)\n"
         "  --insecure                do not verify the edge (development only)\n",
         f);
 }
@@ -106,6 +109,12 @@ static int add_http_route(et_origin_config *cfg, const char *spec)
     return ET_OK;
 }
 
+/* signal_within is the drain's pause: a second signal stops the drain at once. */
+static bool signal_within(void *set)
+{
+    return et_cli_signal_within(set, 10);
+}
+
 static int connect_main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -119,6 +128,7 @@ static int connect_main(int argc, char **argv)
         {"proxy-protocol", no_argument, NULL, 'P'},
         {"data-conns", required_argument, NULL, 'd'},
         {"no-control", no_argument, NULL, 'N'},
+        {"drain-timeout", required_argument, NULL, 'D'},
         {"threads", required_argument, NULL, 'n'},
         {"log-format", required_argument, NULL, 'f'},
         {"log-level", required_argument, NULL, 'l'},
@@ -127,6 +137,7 @@ static int connect_main(int argc, char **argv)
     };
     static et_origin_config cfg;
     cfg.data_conns = 4;
+    cfg.drain_timeout_ns = 30ull * 1000000000ull;
     cfg.threads = et_cli_threads();
     et_tls_client_opts tls = {0};
     et_log_format fmt = ET_LOG_TEXT;
@@ -158,6 +169,7 @@ static int connect_main(int argc, char **argv)
             cfg.data_conns = (unsigned)v;
             break;
         case 'N': cfg.no_control = true; break;
+        case 'D': rv = et_cli_duration_ns(optarg, &cfg.drain_timeout_ns); break;
         case 'n':
             rv = et_cli_uint(optarg, 1, ET_MAX_WORKERS, &v);
             cfg.threads = (unsigned)v;
@@ -196,6 +208,8 @@ static int connect_main(int argc, char **argv)
         int sig = et_cli_wait_signal(&set);
         status = atomic_load(&eng.exit_code);
         et_logf(ET_LOG_INFO, "stopping", "signal=%d", sig);
+        if (status == 0)
+            (void)et_origin_drain(&eng, signal_within, &set);
     } else {
         et_logf(ET_LOG_ERROR, "start_failed", "err=\"%s\" at=%s", et_strerror(rv),
                 et_error_where());

@@ -19,6 +19,8 @@ typedef struct et_edge_config {
     char http_addr[128];        /* public HTTP listener, or "" for none */
     uint64_t origin_timeout_ns; /* HTTP: no answer from the origin in time -> 504 */
     uint64_t head_timeout_ns;   /* HTTP: request head not complete in time -> 408 */
+    uint64_t route_wait_ns;     /* HTTP: how long a request waits for its tunnel to connect */
+    uint64_t drain_timeout_ns;  /* SIGTERM: how long in-flight streams may still run */
     uint32_t keepalive_ms;      /* PING interval; a socket quiet for three is dead */
     char tcp_bind[64];          /* address public TCP listeners bind */
     uint16_t tcp_lo, tcp_hi;    /* --tcp-ports; 0-0 = none */
@@ -31,6 +33,14 @@ typedef struct et_edge_config {
  * taken), opens the tunnel listener on every worker and starts the workers. Returns ET_OK or an
  * error (logged). */
 ET_MUST_USE int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx);
+
+/* et_edge_drain stops taking work and lets in-flight work finish (SIGTERM): every listener is
+ * closed (connections already queued on them are taken first), GOAWAY goes to every tunnel
+ * socket so origins open a new session at once (to the instance that replaces this one on the
+ * same ports), and it waits until no stream and no public connection is left, the drain timeout
+ * passes, or |interrupted|(|arg|) returns true (polled every few milliseconds). Returns the
+ * number of streams and connections still open. Call from the main thread. */
+uint64_t et_edge_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg);
 
 /* et_edge_cleanup frees what et_edge_start set up, after et_engine_stop. */
 void et_edge_cleanup(et_engine *eng);

@@ -38,11 +38,19 @@ typedef struct et_origin_config {
     unsigned data_conns;
     bool no_control;
     unsigned threads;
+    uint64_t drain_timeout_ns; /* SIGTERM: how long in-flight streams may still run */
 } et_origin_config;
 
 /* et_origin_start sets up |eng| as an origin with |cfg| (copied) and client TLS context |ctx|
  * (ownership taken), starts the workers and dials every socket of the pool. */
 ET_MUST_USE int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx);
+
+/* et_origin_drain stops taking work and lets in-flight work finish (SIGTERM): GOAWAY goes on
+ * every tunnel socket, so the edge opens no new stream here (another replica of the tunnel takes
+ * them), no socket is redialled, and it waits until no stream is left, the drain timeout passes,
+ * or |interrupted|(|arg|) returns true (polled every few milliseconds). Returns the number of
+ * streams still open. Call from the main thread. */
+uint64_t et_origin_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg);
 
 /* et_origin_cleanup frees what et_origin_start set up, after et_engine_stop. */
 void et_origin_cleanup(et_engine *eng);

@@ -90,6 +90,8 @@ typedef struct et_side_ops {
     void (*on_tsock_closed)(et_tsock *ts);
     /* The TLS handshake of |ts| completed (origin: send HELLO). Returns ET_OK or an error. */
     int (*on_tls_done)(et_tsock *ts);
+    /* The peer sent GOAWAY on |ts| (which is now DRAINING); may be NULL. */
+    void (*on_goaway)(et_tsock *ts, const et_goaway *g);
 } et_side_ops;
 
 struct et_worker {
@@ -152,6 +154,18 @@ void et_engine_log_stats(et_engine *eng);
 
 /* et_worker_current returns the worker running on this thread, or NULL. */
 et_worker *et_worker_current(et_engine *eng);
+
+/* et_engine_live_streams returns the number of streams open now (opened and not yet finished
+ * or cancelled), from the counters; any thread. */
+uint64_t et_engine_live_streams(et_engine *eng);
+
+/* et_engine_post_all runs |fn|(reactor, worker) on every worker, the control worker included,
+ * through their inboxes. Returns the number of workers it could not reach (inbox full). */
+unsigned et_engine_post_all(et_engine *eng, et_msg_fn fn);
+
+/* et_worker_goaway sends GOAWAY (code 0, |drain_ms|, |text|) on every ready socket of |w|, on
+ * its thread: the peer opens no new stream on them and lets in-flight ones finish. */
+void et_worker_goaway(et_worker *w, uint32_t drain_ms, const char *text);
 
 /* --- sessions --------------------------------------------------------------------------- */
 
@@ -273,6 +287,10 @@ void et_tsock_flush(et_tsock *ts);
 
 /* et_tsock_schedule_flush flushes |ts| after the current dispatch round. */
 void et_tsock_schedule_flush(et_tsock *ts);
+
+/* et_tsock_goaway queues GOAWAY (code 0, |drain_ms|, |text|) on |ts| when it is ready or
+ * draining; the socket itself carries on (spec §5.12). */
+void et_tsock_goaway(et_tsock *ts, uint32_t drain_ms, const char *text);
 
 /* et_tsock_set_ready marks the handshake done: READY state, the reader limit set to what we
  * announced, the handshake timer stopped. */

@@ -1,11 +1,13 @@
 /* cli.c: helpers shared by the mains (cli.h). */
 #include "et/cli.h"
+#include "et/token.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 int et_cli_log_format(const char *s, et_log_format *out)
@@ -79,4 +81,43 @@ int et_cli_wait_signal(const sigset_t *set)
         if (sig != SIGHUP)
             return sig;
     }
+}
+
+bool et_cli_signal_within(const sigset_t *set, unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
+    for (;;) {
+        int sig = sigtimedwait(set, NULL, &ts);
+        if (sig == SIGHUP)
+            continue; /* the rest of the wait starts over: a drain polls again soon anyway */
+        if (sig > 0)
+            return true;
+        if (errno != EINTR)
+            return false; /* EAGAIN: the time passed */
+    }
+}
+
+int et_cli_duration_ns(const char *s, uint64_t *out)
+{
+    size_t n = strlen(s);
+    if (strcmp(s, "0") == 0) {
+        *out = 0;
+        return ET_OK;
+    }
+    if (n > 2 && strcmp(s + n - 2, "ms") == 0) {
+        char digits[16];
+        unsigned long ms;
+        if (n - 2 >= sizeof(digits))
+            return ET_E_CONFIG;
+        memcpy(digits, s, n - 2);
+        digits[n - 2] = '\0';
+        ET_GUARD(et_cli_uint(digits, 0, 86400000ul, &ms));
+        *out = (uint64_t)ms * 1000000ull;
+        return ET_OK;
+    }
+    int64_t secs;
+    if (et_duration_parse(s, &secs) < 0 || secs > 86400)
+        return ET_E_CONFIG;
+    *out = (uint64_t)secs * 1000000000ull;
+    return ET_OK;
 }

@@ -79,6 +79,7 @@ static void handoff_run(et_reactor *r, void *arg)
 {
     handoff *h = arg;
     open_public_stream(h->ts, h->fd);
+    atomic_fetch_sub(&hub_of(h->ts->w->eng)->pending, 1); /* a stream now, or refused */
     et_tsock_unref(h->ts);
     free(h);
 }
@@ -114,8 +115,10 @@ static void on_public_tcp(listener *l, int fd)
     handoff *h = malloc(sizeof(*h));
     if (h != NULL) {
         *h = (handoff){ts, fd};
+        atomic_fetch_add(&hub_of(w->eng)->pending, 1); /* a drain waits for it */
         if (et_reactor_post(ts->w->r, handoff_run, h) == ET_OK)
             return;
+        atomic_fetch_sub(&hub_of(w->eng)->pending, 1);
         free(h);
     }
     ET_COUNT(w->eng->stats.inbox_full);
@@ -135,17 +138,16 @@ static void on_http(listener *l, int fd)
     http_on_accept(l->w, fd);
 }
 
-/* listener_on_event accepts a batch of connections for the listener's kind; after a full batch
- * it lets other work run and comes back (edge-triggered: no new event would come). */
-static void listener_on_event(et_reactor *r, et_io *io, uint32_t events)
+/* accept_batch accepts up to |max| connections of |l| and hands each to its kind's handler;
+ * returns false when the accept queue is empty (or failed). */
+static bool accept_batch(listener *l, int max)
 {
     static const char *names[] = {
         [LISTEN_TUNNEL] = "tunnel", [LISTEN_TCP] = "tcp", [LISTEN_HTTP] = "http"};
-    listener *l = ET_CONTAINER_OF(io, listener, io);
     void (*take)(listener *, int) = l->kind == LISTEN_TCP    ? on_public_tcp
                                     : l->kind == LISTEN_HTTP ? on_http
                                                              : on_tunnel;
-    for (int i = 0; i < 256; i++) {
+    for (int i = 0; i < max; i++) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR)
@@ -153,11 +155,20 @@ static void listener_on_event(et_reactor *r, et_io *io, uint32_t events)
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 et_logf(ET_LOG_WARN, "accept_failed", "listener=%s port=%u errno=%d",
                         names[l->kind], l->port, errno);
-            return;
+            return false;
         }
         take(l, fd);
     }
-    et_io_resume(r, io, EPOLLIN);
+    return true;
+}
+
+/* listener_on_event accepts a batch of connections for the listener's kind; after a full batch
+ * it lets other work run and comes back (edge-triggered: no new event would come). */
+static void listener_on_event(et_reactor *r, et_io *io, uint32_t events)
+{
+    listener *l = ET_CONTAINER_OF(io, listener, io);
+    if (accept_batch(l, 256))
+        et_io_resume(r, io, EPOLLIN);
 }
 
 int add_listener(et_worker *w, const char *addr, listener_kind kind, uint16_t port)
@@ -198,6 +209,8 @@ static void listen_port_run(et_reactor *r, void *arg)
     uint16_t port = req->port;
     free(req);
     edge_hub *hub = hub_of(w->eng);
+    if (atomic_load(&hub->draining))
+        return; /* this worker's listeners are closed for good */
     char addr[96];
     snprintf(addr, sizeof(addr), "%s:%u", hub->cfg.tcp_bind, port);
     if (add_listener(w, addr, LISTEN_TCP, port) == ET_OK && w->index == 0)
@@ -374,6 +387,12 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
         et_logf(ET_LOG_INFO, "socket_up", "role=%s session=%s tunnel=%s socket=%u index=%u peer=%s",
                 h->role == ET_ROLE_CONTROL ? "control" : "data", hex, c->sub, ts->id,
                 h->socket_index, ts->peer);
+        if (atomic_load(&hub->draining)) {
+            /* It reached this instance before its listener closed: serve it, but send the
+             * origin on to the instance that replaces this one. */
+            uint64_t now = et_now_ns(), end = atomic_load(&hub->drain_deadline_ns);
+            et_tsock_goaway(ts, end > now ? (uint32_t)((end - now) / 1000000u) : 0, "shutdown");
+        }
         if (h->role == ET_ROLE_CONTROL)
             et_tsock_move(ts, eng->control); /* control sockets live on the control worker */
     }
@@ -439,6 +458,65 @@ static const et_side_ops edge_ops = {
 
 /* --- start / stop ----------------------------------------------------------------------- */
 
+/* close_listeners_run closes every listener of a worker for good, taking first the connections
+ * already queued on it (they are served); on its thread. */
+static void close_listeners_run(et_reactor *r, void *arg)
+{
+    et_worker *w = arg;
+    edge_hub *hub = hub_of(w->eng);
+    edge_worker *ew = w->side;
+    while (ew != NULL && ew->listeners != NULL) {
+        listener *l = ew->listeners;
+        ew->listeners = l->next;
+        for (int k = 0; k < 64 && accept_batch(l, 256); k++) {
+        }
+        et_reactor_del(r, &l->io);
+        close(l->fd);
+        free(l);
+    }
+    atomic_fetch_add(&hub->drain_acks, 1);
+}
+
+static void goaway_run(et_reactor *r, void *arg)
+{
+    et_worker *w = arg;
+    edge_hub *hub = hub_of(w->eng);
+    uint64_t now = et_now_ns(), end = atomic_load(&hub->drain_deadline_ns);
+    et_worker_goaway(w, end > now ? (uint32_t)((end - now) / 1000000u) : 0, "shutdown");
+}
+
+uint64_t et_edge_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg)
+{
+    edge_hub *hub = hub_of(eng);
+    uint64_t start = et_now_ns();
+    atomic_store(&hub->drain_deadline_ns, start + hub->cfg.drain_timeout_ns);
+    atomic_store(&hub->draining, true);
+    unsigned workers = eng->nworkers + 1;
+    /* Listeners first, on every worker, and only then GOAWAY: an origin that redials at once
+     * must not land on a listener of this instance that is still open. */
+    unsigned lost = et_engine_post_all(eng, close_listeners_run);
+    bool stop = false;
+    for (int i = 0; i < 500 && !stop && atomic_load(&hub->drain_acks) + lost < workers; i++)
+        stop = interrupted(arg);
+    if (et_engine_post_all(eng, goaway_run) != 0)
+        ET_COUNT(eng->stats.inbox_full);
+    et_logf(ET_LOG_INFO, "draining", "timeout_ms=%llu streams=%llu pending=%lld",
+            (unsigned long long)(hub->cfg.drain_timeout_ns / 1000000u),
+            (unsigned long long)et_engine_live_streams(eng), (long long)atomic_load(&hub->pending));
+    uint64_t left = 0;
+    for (;;) {
+        int64_t pending = atomic_load(&hub->pending);
+        left = et_engine_live_streams(eng) + (pending > 0 ? (uint64_t)pending : 0);
+        if (left == 0 || stop || et_now_ns() >= start + hub->cfg.drain_timeout_ns)
+            break;
+        stop = interrupted(arg);
+    }
+    et_logf(left == 0 ? ET_LOG_INFO : ET_LOG_WARN, "drained", "left=%llu elapsed_ms=%llu%s",
+            (unsigned long long)left, (unsigned long long)((et_now_ns() - start) / 1000000u),
+            stop ? " interrupted=1" : "");
+    return left;
+}
+
 int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
 {
     ET_GUARD(et_engine_init(eng, ET_SIDE_EDGE, &edge_ops, ctx, cfg->threads));
@@ -450,6 +528,7 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     hub->cfg = *cfg;
     pthread_mutex_init(&hub->mu, NULL);
     atomic_init(&hub->next_uc, 1);
+    hub->started_ns = et_now_ns();
     hub->http_buckets = 256;
     hub->http = calloc(hub->http_buckets, sizeof(*hub->http));
     ET_ENSURE(hub->http != NULL, ET_E_NOMEM);

@@ -45,6 +45,14 @@ typedef struct edge_hub {
     size_t http_buckets; /* power of two */
     size_t nhttp;
     _Atomic uint32_t next_uc;
+    uint64_t started_ns; /* when the edge started (et_now_ns): unknown hosts wait only early */
+    /* Public connections accepted but not yet streams nor answered (reading their head,
+     * waiting for a route, or in an inbox): a drain waits for them too. */
+    _Atomic int64_t pending;
+    _Atomic uint64_t route_waits; /* requests held for a session (route wait) */
+    _Atomic bool draining;        /* SIGTERM: listeners closed, GOAWAY sent */
+    _Atomic unsigned drain_acks;  /* workers that closed their listeners */
+    _Atomic uint64_t drain_deadline_ns;
 } edge_hub;
 
 /* A listening socket on one worker. */

@@ -22,11 +22,17 @@ typedef struct http_conn {
     int fd;       /* owned until handed over */
     uint8_t *buf; /* owned: ET_HTTP_HEAD_MAX bytes */
     size_t len;
-    bool answered;     /* an error went out: drain the client until EOF or the linger time */
+    bool answered;   /* an error went out: drain the client until EOF or the linger time */
+    bool waiting;    /* head complete, no session serves its host yet: retried on the timer */
+    int wait_status; /* what to answer when the wait ends (404 or 503) */
+    uint64_t wait_until, wait_step;
     et_http_head head; /* the incremental parser's state and, once complete, the head */
+    unsigned reroutes; /* times its data socket went away before the stream could open */
     et_timer timer;
     et_task free_task;
 } http_conn;
+
+static http_conn *conn_new(et_worker *w, int fd, uint8_t *buf);
 
 static void conn_free_task(et_reactor *r, et_task *t)
 {
@@ -40,6 +46,8 @@ static void conn_end(http_conn *c, bool close_fd)
 {
     et_timer_cancel(c->w->r, &c->timer);
     et_reactor_del(c->w->r, &c->io);
+    if (close_fd)
+        atomic_fetch_sub(&hub_of(c->w->eng)->pending, 1); /* else the handoff carries it */
     if (close_fd && c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -63,11 +71,15 @@ static void answer(http_conn *c, int status, const char *why)
         conn_end(c, true);
 }
 
+static void head_complete(http_conn *c);
+
 static void timer_fire(et_reactor *r, et_timer *t)
 {
     http_conn *c = ET_CONTAINER_OF(t, http_conn, timer);
     if (c->answered)
         conn_end(c, true);
+    else if (c->waiting)
+        head_complete(c); /* route again, or answer once the wait is over */
     else
         answer(c, 408, "head_timeout"); /* slowloris: the head did not complete in time */
 }
@@ -75,10 +87,41 @@ static void timer_fire(et_reactor *r, et_timer *t)
 typedef struct handoff {
     et_tsock *ts; /* one reference */
     int fd;
-    uint8_t *buf; /* the bytes read so far (head and maybe body) */
+    uint8_t *buf; /* owned: the bytes read so far (head and maybe body), ET_HTTP_HEAD_MAX */
     size_t len;
+    unsigned reroutes;
     char host[ET_HOST_MAX + 1];
 } handoff;
+
+/* Times a request is routed again when its data socket went away (or began draining) while it
+ * was handed over, before it is answered 503. */
+#define REROUTES_MAX 3
+
+/* reroute routes a handed-over request again on this worker (its data socket went away or
+ * began draining meanwhile); takes ownership of h->fd and h->buf. */
+static void reroute(et_worker *w, handoff *h)
+{
+    http_conn *c = h->reroutes < REROUTES_MAX ? conn_new(w, h->fd, h->buf) : NULL;
+    if (c == NULL) {
+        et_logf(ET_LOG_INFO, "http_answer", "status=503 why=socket_gone");
+        char page[512];
+        int n = et_http_error_response(503, page, sizeof(page));
+        if (n > 0)
+            (void)send(h->fd, page, (size_t)n, MSG_NOSIGNAL);
+        close(h->fd);
+        free(h->buf);
+        return;
+    }
+    atomic_fetch_add(&hub_of(w->eng)->pending, 1);
+    c->len = h->len;
+    c->reroutes = h->reroutes + 1;
+    /* The same bytes parse to the same complete head. */
+    if (et_http_head_parse(c->buf, c->len, &c->head) != ET_HTTP_HEAD_COMPLETE) {
+        answer(c, 503, "reparse_failed");
+        return;
+    }
+    head_complete(c);
+}
 
 /* open_http_stream runs on the data socket's worker: OPEN, then the bytes already read, then
  * whatever the client sends next. */
@@ -89,14 +132,7 @@ static void open_http_stream(handoff *h)
     edge_hub *hub = hub_of(eng);
     et_stream *s = NULL;
     if (ts->state != ET_TS_READY) {
-        /* The socket went away meanwhile: the client gets 503 from a fresh attempt. */
-        et_logf(ET_LOG_INFO, "http_answer", "status=503 why=socket_gone");
-        char page[512];
-        int n = et_http_error_response(503, page, sizeof(page));
-        if (n > 0)
-            (void)send(h->fd, page, (size_t)n, MSG_NOSIGNAL);
-        close(h->fd);
-        free(h->buf);
+        reroute(ts->w, h);
         return;
     }
     uint32_t uc = atomic_fetch_add(&hub->next_uc, 1);
@@ -130,7 +166,9 @@ static void open_http_stream(handoff *h)
 static void handoff_run(et_reactor *r, void *arg)
 {
     handoff *h = arg;
+    edge_hub *hub = hub_of(h->ts->w->eng);
     open_http_stream(h);
+    atomic_fetch_sub(&hub->pending, 1); /* a stream now (or answered) */
     et_tsock_unref(h->ts);
     free(h);
 }
@@ -152,22 +190,60 @@ static et_tsock *route(edge_hub *hub, const char *host, int *status)
     return ts;
 }
 
-static void head_complete(http_conn *c, const et_http_head *head)
+/* Polling steps while a request waits for its tunnel: short at first (a session that is being
+ * set up arrives within milliseconds), then at most this long between two looks. */
+#define WAIT_STEP_MIN_NS (2ull * 1000000ull)
+#define WAIT_STEP_MAX_NS (50ull * 1000000ull)
+
+/* start_wait holds |c| until a session serves its host (a tunnel reconnecting, or, just after
+ * this edge started, an origin still moving over from the instance it replaces) or the route
+ * wait ends. Returns false when waiting is not allowed: the caller answers |status| now. */
+static bool start_wait(http_conn *c, int status)
 {
+    edge_hub *hub = hub_of(c->w->eng);
+    et_reactor *r = c->w->r;
+    uint64_t now = et_reactor_now(r);
+    if (!c->waiting) {
+        uint64_t wait = hub->cfg.route_wait_ns;
+        /* An unknown host waits only while this edge is new: later it is a plain 404. */
+        if (wait == 0 || (status == 404 && now >= hub->started_ns + wait))
+            return false;
+        c->waiting = true;
+        c->wait_until = now + wait;
+        c->wait_step = WAIT_STEP_MIN_NS;
+        ET_COUNT(hub->route_waits);
+    } else if (now >= c->wait_until) {
+        return false;
+    }
+    c->wait_status = status;
+    uint64_t at = now + c->wait_step;
+    c->wait_step = c->wait_step * 2 > WAIT_STEP_MAX_NS ? WAIT_STEP_MAX_NS : c->wait_step * 2;
+    if (at > c->wait_until)
+        at = c->wait_until;
+    et_timer_cancel(r, &c->timer);
+    return et_timer_arm(r, &c->timer, at) == ET_OK;
+}
+
+static void head_complete(http_conn *c)
+{
+    const et_http_head *head = &c->head;
     edge_hub *hub = hub_of(c->w->eng);
     int status = 0;
     et_tsock *ts = route(hub, head->host, &status);
     if (ts == NULL) {
-        answer(c, status, status == 404 ? "unknown_host" : "tunnel_not_connected");
+        if (!start_wait(c, status))
+            answer(c, status, status == 404 ? "unknown_host" : "tunnel_not_connected");
         return;
     }
+    if (c->waiting)
+        et_logf(ET_LOG_DEBUG, "route_waited", "host=%s", head->host);
     handoff *h = malloc(sizeof(*h));
     if (h == NULL) {
         et_tsock_unref(ts);
         answer(c, 503, "out_of_memory");
         return;
     }
-    *h = (handoff){ts, c->fd, c->buf, c->len, {0}};
+    *h = (handoff){ts, c->fd, c->buf, c->len, c->reroutes, {0}};
     snprintf(h->host, sizeof(h->host), "%s", head->host);
     c->buf = NULL; /* now the handoff's */
     et_worker *to = ts->w, *from = c->w;
@@ -180,6 +256,7 @@ static void head_complete(http_conn *c, const et_http_head *head)
         ET_COUNT(to->eng->stats.inbox_full);
         et_sock_reset_close(h->fd);
         free(h->buf);
+        atomic_fetch_sub(&hub_of(from->eng)->pending, 1);
         et_tsock_unref(h->ts);
         free(h);
     }
@@ -190,6 +267,13 @@ static void conn_on_event(et_reactor *r, et_io *io, uint32_t events)
     http_conn *c = ET_CONTAINER_OF(io, http_conn, io);
     if (c->fd < 0)
         return;
+    if (c->waiting) {
+        /* Bytes after the head stay in the kernel for the stream; a client that gives up while
+         * it waits is let go. */
+        if (events & (EPOLLERR | EPOLLHUP))
+            conn_end(c, true);
+        return;
+    }
     if (c->answered) {
         /* Drain and drop what the client still sends; end at its EOF or error. */
         char sink[4096];
@@ -227,7 +311,7 @@ static void conn_on_event(et_reactor *r, et_io *io, uint32_t events)
         c->len += (size_t)n;
         int rv = et_http_head_parse(c->buf, c->len, &c->head);
         if (rv == ET_HTTP_HEAD_COMPLETE) {
-            head_complete(c, &c->head);
+            head_complete(c);
             return;
         }
         if (rv < 0) {
@@ -237,17 +321,13 @@ static void conn_on_event(et_reactor *r, et_io *io, uint32_t events)
     }
 }
 
-void http_on_accept(et_worker *w, int fd)
+/* conn_new makes a connection object for |fd| and |buf| (ET_HTTP_HEAD_MAX bytes) on |w|,
+ * registered with its reactor; ownership of both is taken only on success (else NULL). */
+static http_conn *conn_new(et_worker *w, int fd, uint8_t *buf)
 {
-    edge_hub *hub = hub_of(w->eng);
     http_conn *c = calloc(1, sizeof(*c));
-    uint8_t *buf = malloc(ET_HTTP_HEAD_MAX);
-    if (c == NULL || buf == NULL) {
-        free(c);
-        free(buf);
-        et_sock_reset_close(fd);
-        return;
-    }
+    if (c == NULL)
+        return NULL;
     c->w = w;
     c->fd = fd;
     c->buf = buf;
@@ -255,14 +335,27 @@ void http_on_accept(et_worker *w, int fd)
     et_io_init(&c->io, conn_on_event);
     et_timer_init(&c->timer, timer_fire);
     et_task_init(&c->free_task, conn_free_task);
+    if (et_reactor_add(w->r, fd, &c->io) < 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void http_on_accept(et_worker *w, int fd)
+{
+    edge_hub *hub = hub_of(w->eng);
+    uint8_t *buf = malloc(ET_HTTP_HEAD_MAX);
+    http_conn *c = buf != NULL ? conn_new(w, fd, buf) : NULL;
+    if (c == NULL) {
+        free(buf);
+        et_sock_reset_close(fd);
+        return;
+    }
+    atomic_fetch_add(&hub->pending, 1);
     if (et_sock_set_nodelay(fd) < 0) {
         /* not fatal */
     }
-    if (et_reactor_add(w->r, fd, &c->io) < 0 ||
-        et_timer_arm(w->r, &c->timer, et_reactor_now(w->r) + hub->cfg.head_timeout_ns) < 0) {
-        et_reactor_del(w->r, &c->io);
-        close(fd);
-        free(buf);
-        free(c);
-    }
+    if (et_timer_arm(w->r, &c->timer, et_reactor_now(w->r) + hub->cfg.head_timeout_ns) < 0)
+        conn_end(c, true);
 }

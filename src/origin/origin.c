@@ -20,26 +20,43 @@
 #define BACKOFF_MAX_S    30u
 #define HEALTHY_RESET_NS (60ull * 1000000000ull)
 
+typedef struct gen gen;
+
 /* One place in the pool: the socket it has now, and its redial schedule. Owned by the worker
  * it was assigned to; only that worker touches it once the engine runs. */
 typedef struct slot {
     et_worker *w;
+    gen *g; /* the generation it belongs to */
     uint8_t role;
     uint16_t index;
     et_tsock *ts; /* current socket, not a reference (cleared by on_tsock_closed) */
     unsigned backoff_s;
     uint64_t up_since;
     bool ready;
-    et_timer redial;
+    et_timer redial; /* redial; once retired, the deadline of a socket the edge keeps open */
 } slot;
 
-typedef struct origin_state {
-    et_origin_config cfg;
+/* A generation: one session (control and data sockets) toward the edge. GOAWAY from the edge
+ * retires it for a new one dialled at once, which lands on the instance that replaces the old
+ * one; the retired generation's sockets carry their in-flight streams until the old edge
+ * closes them, and are never redialled. A retired generation is small (its slots) and is kept
+ * until exit. */
+struct gen {
+    unsigned number;  /* 1, 2, 3 ... */
     et_session *sess; /* one reference */
     slot *slots;      /* owned */
     unsigned nslots;
     _Atomic unsigned nready;
-    _Atomic bool announced;
+    _Atomic bool retired;
+    uint32_t drain_ms; /* from the GOAWAY that retired it */
+    gen *older;        /* owned: the generations it replaced */
+};
+
+typedef struct origin_state {
+    et_origin_config cfg;
+    pthread_mutex_t mu;    /* guards cur */
+    gen *cur;              /* owned: the newest generation, which links the older ones */
+    _Atomic bool draining; /* SIGTERM: GOAWAY sent, no redials, no new generation */
 } origin_state;
 
 static origin_state *state_of(et_engine *eng)
@@ -57,7 +74,8 @@ static void redial_fire(et_reactor *r, et_timer *t)
 static void schedule_redial(slot *sl)
 {
     et_engine *eng = sl->w->eng;
-    if (atomic_load(&eng->exit_code) != 0 || atomic_load(&eng->stopping))
+    if (atomic_load(&eng->exit_code) != 0 || atomic_load(&eng->stopping) ||
+        atomic_load(&sl->g->retired) || atomic_load(&state_of(eng)->draining))
         return;
     uint64_t now = et_reactor_now(sl->w->r);
     if (sl->up_since != 0 && now - sl->up_since >= HEALTHY_RESET_NS)
@@ -80,6 +98,8 @@ static void dial(slot *sl)
 {
     et_engine *eng = sl->w->eng;
     origin_state *os = state_of(eng);
+    if (atomic_load(&sl->g->retired))
+        return;
     struct sockaddr_storage ss;
     socklen_t sl_len;
     int fd = -1;
@@ -100,8 +120,8 @@ static void dial(slot *sl)
     }
     snprintf(ts->peer, sizeof(ts->peer), "%.63s", os->cfg.edge_addr);
     ts->side = sl;
-    ts->sess = os->sess;
-    et_session_ref(os->sess);
+    ts->sess = sl->g->sess;
+    et_session_ref(ts->sess);
     sl->ts = ts;
     if (et_tls_client_prepare(ts->ssl, os->cfg.edge_host) < 0) {
         char buf[256];
@@ -113,7 +133,164 @@ static void dial(slot *sl)
 
 static void dial_msg(et_reactor *r, void *arg)
 {
-    dial(arg);
+    slot *sl = arg;
+    if (!atomic_load(&sl->g->retired))
+        dial(sl);
+}
+
+/* retired_expire closes a retired slot's socket that its edge still keeps open after the
+ * drain time it announced (and a grace): its streams are cancelled. */
+static void retired_expire(et_reactor *r, et_timer *t)
+{
+    slot *sl = ET_CONTAINER_OF(t, slot, redial);
+    if (sl->ts != NULL)
+        et_tsock_close(sl->ts, ET_WE_SHUTDOWN, "drain time over");
+}
+
+#define RETIRE_GRACE_NS (5ull * 1000000000ull)
+
+/* retire_run stops a slot of a retired generation on its worker: no redial; a socket still in
+ * its handshake is closed (it carries nothing); a ready one stays for its streams, bounded by
+ * the drain time. */
+static void retire_run(et_reactor *r, void *arg)
+{
+    slot *sl = arg;
+    et_timer_cancel(r, &sl->redial);
+    et_timer_init(&sl->redial, retired_expire);
+    if (sl->ts == NULL)
+        return;
+    if (!sl->ready) {
+        et_tsock_close(sl->ts, 0, "generation retired");
+        return;
+    }
+    uint64_t at = et_reactor_now(r) + (uint64_t)sl->g->drain_ms * 1000000ull + RETIRE_GRACE_NS;
+    if (et_timer_arm(r, &sl->redial, at) < 0)
+        et_logf(ET_LOG_WARN, "timer_failed", "what=retire");
+}
+
+/* gen_new makes generation |number| with a fresh session id and its slots (not dialled). */
+static gen *gen_new(et_engine *eng, unsigned number)
+{
+    origin_state *os = state_of(eng);
+    const et_origin_config *cfg = &os->cfg;
+    gen *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return NULL;
+    g->number = number;
+    uint8_t id[ET_SESSION_ID_LEN];
+    do {
+        RAND_bytes(id, sizeof(id));
+    } while (id[0] == 0 && memcmp(id, id + 1, sizeof(id) - 1) == 0);
+    g->sess = et_session_new(eng, id);
+    g->nslots = cfg->data_conns + (cfg->no_control ? 0 : 1);
+    g->slots = calloc(g->nslots, sizeof(slot));
+    if (g->sess == NULL || g->slots == NULL) {
+        et_session_unref(g->sess, NULL);
+        free(g->slots);
+        free(g);
+        return NULL;
+    }
+    g->sess->legacy = cfg->no_control;
+    for (unsigned i = 0; i < g->nslots; i++) {
+        slot *sl = &g->slots[i];
+        bool ctrl = !cfg->no_control && i == 0;
+        sl->g = g;
+        sl->role = ctrl ? ET_ROLE_CONTROL : ET_ROLE_DATA;
+        sl->index = (uint16_t)(ctrl ? 0 : cfg->no_control ? i : i - 1);
+        /* The control socket lives on the control worker; data sockets spread over the rest. */
+        sl->w =
+            ctrl ? eng->control : &eng->workers[(i - (cfg->no_control ? 0 : 1)) % eng->nworkers];
+        et_timer_init(&sl->redial, redial_fire);
+    }
+    return g;
+}
+
+/* gen_dial starts every socket of |g| on its worker. Returns ET_OK or the first error. */
+static int gen_dial(gen *g)
+{
+    int rv = ET_OK;
+    for (unsigned i = 0; i < g->nslots; i++) {
+        int r = et_reactor_post(g->slots[i].w->r, dial_msg, &g->slots[i]);
+        rv = rv == ET_OK ? r : rv;
+    }
+    return rv;
+}
+
+static void gen_free_all(gen *g)
+{
+    while (g != NULL) {
+        gen *older = g->older;
+        et_session_unref(g->sess, NULL);
+        free(g->slots);
+        free(g);
+        g = older;
+    }
+}
+
+/* origin_goaway: the edge instance of |ts|'s generation is going away. The first GOAWAY of the
+ * newest generation starts the next one at once; the old one keeps its ready sockets for the
+ * streams they carry (the edge may still open streams there for public connections it had
+ * already accepted) and is never redialled. */
+static void origin_goaway(et_tsock *ts, const et_goaway *ga)
+{
+    et_engine *eng = ts->w->eng;
+    origin_state *os = state_of(eng);
+    slot *sl = ts->side;
+    if (sl == NULL || atomic_load(&os->draining) || atomic_load(&eng->stopping))
+        return;
+    gen *old = sl->g, *g = NULL;
+    pthread_mutex_lock(&os->mu);
+    if (os->cur == old && !atomic_load(&old->retired)) {
+        g = gen_new(eng, old->number + 1);
+        if (g != NULL) {
+            old->drain_ms = ga->drain_ms;
+            atomic_store(&old->retired, true);
+            g->older = old;
+            os->cur = g;
+        }
+    }
+    pthread_mutex_unlock(&os->mu);
+    if (g == NULL)
+        return; /* already moving (or out of memory: the redials of the old one go on) */
+    char hex[2 * ET_SESSION_ID_LEN + 1];
+    et_session_hex(g->sess->id, hex);
+    et_logf(ET_LOG_INFO, "session_renew", "generation=%u session=%s drain_ms=%u", g->number, hex,
+            ga->drain_ms);
+    if (gen_dial(g) < 0)
+        ET_COUNT(eng->stats.inbox_full);
+    for (unsigned i = 0; i < old->nslots; i++)
+        if (et_reactor_post(old->slots[i].w->r, retire_run, &old->slots[i]) < 0)
+            ET_COUNT(eng->stats.inbox_full);
+}
+
+static void goaway_run(et_reactor *r, void *arg)
+{
+    et_worker *w = arg;
+    et_worker_goaway(w, (uint32_t)(state_of(w->eng)->cfg.drain_timeout_ns / 1000000u), "shutdown");
+}
+
+uint64_t et_origin_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg)
+{
+    origin_state *os = state_of(eng);
+    uint64_t start = et_now_ns();
+    atomic_store(&os->draining, true);
+    if (et_engine_post_all(eng, goaway_run) != 0)
+        ET_COUNT(eng->stats.inbox_full);
+    et_logf(ET_LOG_INFO, "draining", "timeout_ms=%llu streams=%llu",
+            (unsigned long long)(os->cfg.drain_timeout_ns / 1000000u),
+            (unsigned long long)et_engine_live_streams(eng));
+    uint64_t left = 0;
+    bool stop = false;
+    for (;;) {
+        left = et_engine_live_streams(eng);
+        if (left == 0 || stop || et_now_ns() >= start + os->cfg.drain_timeout_ns)
+            break;
+        stop = interrupted(arg);
+    }
+    et_logf(left == 0 ? ET_LOG_INFO : ET_LOG_WARN, "drained", "left=%llu elapsed_ms=%llu%s",
+            (unsigned long long)left, (unsigned long long)((et_now_ns() - start) / 1000000u),
+            stop ? " interrupted=1" : "");
+    return left;
 }
 
 /* --- handshake -------------------------------------------------------------------------- */
@@ -139,7 +316,7 @@ static int origin_tls_done(et_tsock *ts)
                     .token = {(const uint8_t *)os->cfg.token, strlen(os->cfg.token)},
                     .agent = {(const uint8_t *)agent, sizeof(agent) - 1},
                 }};
-    memcpy(m.hello.session_id, os->sess->id, ET_SESSION_ID_LEN);
+    memcpy(m.hello.session_id, sl->g->sess->id, ET_SESSION_ID_LEN);
     for (unsigned i = 0; i < os->cfg.ntcp && m.hello.nroutes < ET_ROUTES_MAX; i++)
         m.hello.routes[m.hello.nroutes++] =
             (et_route){ET_OPEN_TCP, os->cfg.tcp[i].public_port, {NULL, 0}};
@@ -175,14 +352,15 @@ static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg 
         return ET_OK;
     }
     const et_welcome *w = &m->welcome;
+    gen *g = sl->g;
     if (w->version < ET_PROTO_VERSION_MIN || w->version > ET_PROTO_VERSION_MAX ||
-        w->role != sl->role || memcmp(w->session_id, os->sess->id, ET_SESSION_ID_LEN) != 0)
+        w->role != sl->role || memcmp(w->session_id, g->sess->id, ET_SESSION_ID_LEN) != 0)
         return ET_E_PROTO(ET_WE_PROTOCOL);
     ts->peer_max_frame = w->max_frame;
     /* The edge's interval; without one our own default, so a dead edge is still noticed. */
     ts->keepalive_ms = w->keepalive_ms != 0 ? w->keepalive_ms : 5000;
     et_tsock *old = NULL;
-    int rv = et_session_attach(os->sess, ts, &old);
+    int rv = et_session_attach(g->sess, ts, &old);
     if (rv < 0)
         return rv;
     if (old != NULL) { /* a control socket that was not closed yet: this one replaces it */
@@ -192,32 +370,36 @@ static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg 
     et_tsock_set_ready(ts);
     sl->ready = true;
     sl->up_since = et_reactor_now(ts->w->r);
-    unsigned ready = atomic_fetch_add(&os->nready, 1) + 1;
+    unsigned ready = atomic_fetch_add(&g->nready, 1) + 1;
     et_logf(ET_LOG_INFO, "socket_up", "role=%s index=%u socket=%u edge_socket=%u tunnel=%.*s",
             sl->role == ET_ROLE_CONTROL ? "control" : "data", sl->index, ts->id, w->socket_id,
             (int)w->tunnel.n, (const char *)w->tunnel.p);
-    if (ready == os->nslots) {
+    if (ready == g->nslots) {
         char hex[2 * ET_SESSION_ID_LEN + 1];
-        et_session_hex(os->sess->id, hex);
-        et_logf(ET_LOG_INFO, "ready", "session=%s control=%d data=%u", hex,
-                os->cfg.no_control ? 0 : 1, os->cfg.data_conns);
+        et_session_hex(g->sess->id, hex);
+        et_logf(ET_LOG_INFO, "ready", "session=%s control=%d data=%u generation=%u", hex,
+                os->cfg.no_control ? 0 : 1, os->cfg.data_conns, g->number);
     }
     return ET_OK;
 }
 
 static void origin_closed(et_tsock *ts)
 {
-    origin_state *os = state_of(ts->w->eng);
     slot *sl = ts->side;
-    et_session_detach(os->sess, ts);
-    if (sl == NULL || sl->ts != ts)
+    if (sl == NULL)
+        return;
+    et_session_detach(sl->g->sess, ts);
+    if (sl->ts != ts)
         return;
     sl->ts = NULL;
     if (sl->ready) {
         sl->ready = false;
-        atomic_fetch_sub(&os->nready, 1);
+        atomic_fetch_sub(&sl->g->nready, 1);
     }
-    schedule_redial(sl);
+    if (atomic_load(&sl->g->retired))
+        et_timer_cancel(ts->w->r, &sl->redial);
+    else
+        schedule_redial(sl);
 }
 
 /* --- streams ---------------------------------------------------------------------------- */
@@ -296,6 +478,7 @@ static const et_side_ops origin_ops = {
     .on_open = origin_open,
     .on_tsock_closed = origin_closed,
     .on_tls_done = origin_tls_done,
+    .on_goaway = origin_goaway,
 };
 
 int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
@@ -305,44 +488,26 @@ int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
     ET_ENSURE(os != NULL, ET_E_NOMEM);
     eng->side_state = os;
     os->cfg = *cfg;
-    uint8_t id[ET_SESSION_ID_LEN];
-    do {
-        RAND_bytes(id, sizeof(id));
-    } while (id[0] == 0 && memcmp(id, id + 1, sizeof(id) - 1) == 0);
-    os->sess = et_session_new(eng, id);
-    ET_ENSURE(os->sess != NULL, ET_E_NOMEM);
-    os->sess->legacy = cfg->no_control;
-    os->nslots = cfg->data_conns + (cfg->no_control ? 0 : 1);
-    os->slots = calloc(os->nslots, sizeof(slot));
-    ET_ENSURE(os->slots != NULL, ET_E_NOMEM);
-    for (unsigned i = 0; i < os->nslots; i++) {
-        slot *sl = &os->slots[i];
-        bool ctrl = !cfg->no_control && i == 0;
-        sl->role = ctrl ? ET_ROLE_CONTROL : ET_ROLE_DATA;
-        sl->index = (uint16_t)(ctrl ? 0 : cfg->no_control ? i : i - 1);
-        /* The control socket lives on the control worker; data sockets spread over the rest. */
-        sl->w =
-            ctrl ? eng->control : &eng->workers[(i - (cfg->no_control ? 0 : 1)) % eng->nworkers];
-        et_timer_init(&sl->redial, redial_fire);
-    }
+    pthread_mutex_init(&os->mu, NULL);
+    os->cur = gen_new(eng, 1);
+    ET_ENSURE(os->cur != NULL, ET_E_NOMEM);
     ET_GUARD(et_engine_start(eng));
-    for (unsigned i = 0; i < os->nslots; i++)
-        ET_GUARD(et_reactor_post(os->slots[i].w->r, dial_msg, &os->slots[i]));
-    et_logf(ET_LOG_INFO, "starting", "edge=%s sockets=%u threads=%u", cfg->edge_addr, os->nslots,
-            eng->nworkers);
+    ET_GUARD(gen_dial(os->cur));
+    et_logf(ET_LOG_INFO, "starting", "edge=%s sockets=%u threads=%u", cfg->edge_addr,
+            os->cur->nslots, eng->nworkers);
     return ET_OK;
 }
 
 void et_origin_cleanup(et_engine *eng)
 {
     origin_state *os = state_of(eng);
-    if (os != NULL)
-        for (unsigned i = 0; i < os->nslots; i++)
-            et_timer_cancel(os->slots[i].w->r, &os->slots[i].redial);
+    for (gen *g = os != NULL ? os->cur : NULL; g != NULL; g = g->older)
+        for (unsigned i = 0; i < g->nslots; i++)
+            et_timer_cancel(g->slots[i].w->r, &g->slots[i].redial);
     et_engine_cleanup(eng);
     if (os != NULL) {
-        et_session_unref(os->sess, NULL);
-        free(os->slots);
+        gen_free_all(os->cur);
+        pthread_mutex_destroy(&os->mu);
         free(os);
         eng->side_state = NULL;
     }

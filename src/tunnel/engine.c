@@ -20,6 +20,12 @@
 
 static _Thread_local et_worker *tl_worker;
 
+/* all_workers returns the number of workers, the control worker included. */
+static unsigned all_workers(const et_engine *eng)
+{
+    return eng->control != NULL ? eng->nworkers + 1 : eng->nworkers;
+}
+
 unsigned et_stat_slot(uint16_t code)
 {
     unsigned slot = (unsigned)(code >> 8) * 16u + (code & 15u);
@@ -30,6 +36,31 @@ et_worker *et_worker_current(et_engine *eng)
 {
     et_worker *w = tl_worker;
     return w != NULL && w->eng == eng ? w : NULL;
+}
+
+uint64_t et_engine_live_streams(et_engine *eng)
+{
+    /* Read closed first: a stream closing between the loads can then only be counted as open
+     * (never a negative count). */
+    uint64_t done =
+        atomic_load(&eng->stats.streams_finished) + atomic_load(&eng->stats.streams_cancelled);
+    uint64_t opened = atomic_load(&eng->stats.streams_opened);
+    return opened > done ? opened - done : 0;
+}
+
+unsigned et_engine_post_all(et_engine *eng, et_msg_fn fn)
+{
+    unsigned failed = 0;
+    for (unsigned i = 0; i < all_workers(eng); i++)
+        if (et_reactor_post(eng->workers[i].r, fn, &eng->workers[i]) < 0)
+            failed++;
+    return failed;
+}
+
+void et_worker_goaway(et_worker *w, uint32_t drain_ms, const char *text)
+{
+    for (et_tsock *ts = w->tsocks; ts != NULL; ts = ts->next)
+        et_tsock_goaway(ts, drain_ms, text);
 }
 
 static void sweep_fire(et_reactor *r, et_timer *t)
@@ -66,12 +97,6 @@ static void worker_hello(et_reactor *r, void *arg)
         control_priority();
     if (et_timer_arm(r, &w->sweep, et_reactor_now(r) + 1000000000ull) < 0)
         et_logf(ET_LOG_ERROR, "timer_failed", "worker=%u", w->index);
-}
-
-/* all_workers returns the number of workers, the control worker included. */
-static unsigned all_workers(const et_engine *eng)
-{
-    return eng->control != NULL ? eng->nworkers + 1 : eng->nworkers;
 }
 
 int et_engine_init(et_engine *eng, et_side side, const et_side_ops *ops, SSL_CTX *ctx,

@@ -217,6 +217,15 @@ void et_tsock_close(et_tsock *ts, uint16_t code, const char *why)
     et_reactor_defer(w->r, &ts->free_task);
 }
 
+void et_tsock_goaway(et_tsock *ts, uint32_t drain_ms, const char *text)
+{
+    if (ts->state != ET_TS_READY && ts->state != ET_TS_DRAINING)
+        return;
+    et_frame h = {0, 0, 0, ET_A_GOAWAY, 0, NULL};
+    et_msg m = {.goaway = {ET_WE_NONE, drain_ms, {(const uint8_t *)text, strlen(text)}}};
+    (void)et_tsock_queue(ts, &h, &m); /* a failure closes the socket, which drains it too */
+}
+
 void et_tsock_schedule_flush(et_tsock *ts)
 {
     if (ts->state != ET_TS_CLOSED)
@@ -421,7 +430,8 @@ static uint16_t dispatch(et_tsock *ts, const et_frame *f)
     et_stream *s;
     switch (f->action) {
     case ET_A_OPEN: {
-        if (ts->state != ET_TS_READY)
+        /* An OPEN the edge sent before our GOAWAY reached it is still served (spec §5.12). */
+        if (ts->state != ET_TS_READY && ts->state != ET_TS_DRAINING)
             return ET_WE_UNEXPECTED;
         et_lookup l = et_stream_table_find(ts->w->streams, ts->sess->key, f->user_channel,
                                            f->stream_id, NULL);
@@ -466,8 +476,11 @@ static uint16_t dispatch(et_tsock *ts, const et_frame *f)
     case ET_A_PONG: return ET_WE_NONE;
     case ET_A_GOAWAY:
         atomic_store(&ts->state, ET_TS_DRAINING);
-        et_logf(ET_LOG_INFO, "goaway", "socket=%u code=%s drain_ms=%u", ts->id,
-                et_wire_error_name(m.goaway.code), m.goaway.drain_ms);
+        et_logf(ET_LOG_INFO, "goaway", "socket=%u role=%s code=%s drain_ms=%u", ts->id,
+                ts->role == ET_ROLE_CONTROL ? "control" : "data", et_wire_error_name(m.goaway.code),
+                m.goaway.drain_ms);
+        if (eng->ops->on_goaway != NULL)
+            eng->ops->on_goaway(ts, &m.goaway);
         return ET_WE_NONE;
     case ET_A_HEALTH:
     case ET_A_HEALTH_ANSWER:

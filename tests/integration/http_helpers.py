@@ -31,13 +31,16 @@ SSE_GAP_S = 0.3
 # Starting edged with its HTTP listener, and originctl with HTTP routes
 
 
-def start_http_edge(edge_fixture, origin_timeout="2s", head_timeout="2s", extra=()):
+def start_http_edge(edge_fixture, origin_timeout="2s", head_timeout="2s", route_wait="1s",
+                    extra=()):
     """edged with --http on a free 127.0.0.1 port (the port is retried if taken between pick
-    and bind). Returns the tunnel.Edge with .http_port set; checks event=listening http=…"""
+    and bind). Returns the tunnel.Edge with .http_port set; checks event=listening http=…
+    route_wait: how long a request waits for its tunnel before 503 (and, just after start, an
+    unknown host before 404); short here so error cases answer soon."""
     last = None
     for attempt in range(3):
         hp = free_port()
-        argv = ["--http", f"{LOCAL}:{hp}"]
+        argv = ["--http", f"{LOCAL}:{hp}", "--route-wait", route_wait]
         if origin_timeout is not None:
             argv += ["--origin-timeout", origin_timeout]
         if head_timeout is not None:

@@ -40,6 +40,11 @@ MAX_IO_CALLS = 1 << 24  # cap on the socket calls of one service loop (each move
 
 now_ns = time.monotonic_ns
 
+# SIGTERM drains (GOAWAY, in-flight streams finish): a short bound, so that stopping a process
+# in teardown stays well inside STOP_GRACE even when a test leaves a stream open. Tests of the
+# drain itself pass their own --drain-timeout after it (the last flag wins).
+DRAIN_DEFAULT = ("--drain-timeout", "1s")
+
 
 def _poll_count(timeout):
     """The iteration cap that goes with a deadline (a bounded loop also ends by count)."""
@@ -372,7 +377,7 @@ class Edge:
                 self.bindir / "edged", "--tunnel", f"{LOCAL}:{self.tunnel_port}",
                 "--cert", pki.cert, "--key", pki.key, "--token-key", token_key,
                 "--tcp-ports", f"{lo}-{hi}", "--tcp-bind", LOCAL,
-                "--threads", threads, *extra], logdir)
+                "--threads", threads, *DRAIN_DEFAULT, *extra], logdir)
             try:
                 self.proc.wait_event("listening", tunnel=f"{LOCAL}:{self.tunnel_port}")
                 return
@@ -414,7 +419,8 @@ class Origin:
         self.no_control = no_control
         self.data_conns = data_conns
         argv = [pathlib.Path(bindir) / "originctl", "connect", "--edge", edge.addr,
-                "--token", token, "--pin", pin or edge.pki.pin, "--threads", threads]
+                "--token", token, "--pin", pin or edge.pki.pin, "--threads", threads,
+                *DRAIN_DEFAULT]
         for pub, local in self.tcp.items():
             argv += ["--tcp", f"{pub}={LOCAL}:{local}"]
         if data_conns is not None:
