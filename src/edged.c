@@ -22,6 +22,8 @@ static void usage(FILE *f)
     fputs("usage: edged [--tunnel ADDR] --cert FILE --key FILE --token-key FILE\n"
           "             [--http ADDR] [--origin-timeout DURATION] [--head-timeout DURATION]\n"
           "             [--keepalive DURATION] [--route-wait DURATION] [--drain-timeout DURATION]\n"
+          "             [--idle-timeout DURATION] [--max-tunnels N] [--max-streams N]\n"
+          "             [--max-client-conns N] [--rate-limit N] [--rate-burst N]\n"
           "             [--tcp-ports LO-HI] [--tcp-bind ADDR] [--threads N]\n"
           "             [--log-format text|json] [--log-level debug|info|warn|error]\n"
           "       edged token --token-key FILE --name NAME [--http HOST]... [--tcp PORT]...\n"
@@ -39,6 +41,16 @@ static void usage(FILE *f)
           "                    so restarts of either side lose no request (default 5s; 0 = off)\n"
           "  --drain-timeout DUR  SIGTERM: stop listening, send GOAWAY, let in-flight streams\n"
           "                    finish for up to this long, then exit (default 30s)\n"
+          "  --idle-timeout DUR   a stream that moves no byte either way this long is ended\n"
+          "                    (default 1h; 0 = never)\n"
+          "  --max-tunnels N   origin sessions at once, every replica counted (default 1000)\n"
+          "  --max-streams N   open streams per session; more get 503 / RST (default 10000)\n"
+          "  --max-client-conns N  open public connections per client address; more get 429 /\n"
+          "                    RST (default 1024)\n"
+          "  --rate-limit N    new public connections per tunnel and minute; more get 429 / RST\n"
+          "                    (default 0 = no limit)\n"
+          "  --rate-burst N    of which this many may come at once (default N/10, at least 1)\n"
+          "                    (0 for any --max-* flag = no limit)\n"
           "  --dev             development edge on loopback: self-signed certificate and token\n"
           "                    key in memory; prints the originctl line for --dev-port (3000)\n"
           "  --tunnel ADDR     where originctl connects (default 127.0.0.1:7443)\n"
@@ -131,6 +143,12 @@ int main(int argc, char **argv)
         {"dev-port", required_argument, NULL, 'P'},
         {"route-wait", required_argument, NULL, 'W'},
         {"drain-timeout", required_argument, NULL, 'T'},
+        {"idle-timeout", required_argument, NULL, 'i'},
+        {"max-tunnels", required_argument, NULL, 'm'},
+        {"max-streams", required_argument, NULL, 's'},
+        {"max-client-conns", required_argument, NULL, 'C'},
+        {"rate-limit", required_argument, NULL, 'r'},
+        {"rate-burst", required_argument, NULL, 'B'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -143,6 +161,11 @@ int main(int argc, char **argv)
     cfg.head_timeout_ns = 10ull * 1000000000ull;
     cfg.route_wait_ns = 5ull * 1000000000ull;
     cfg.drain_timeout_ns = 30ull * 1000000000ull;
+    cfg.idle_timeout_ns = 3600ull * 1000000000ull;
+    cfg.max_tunnels = 1000;
+    cfg.max_streams = 10000;
+    cfg.max_client_conns = 1024;
+    bool burst_set = false;
     cfg.keepalive_ms = 5000; /* a dead peer is noticed within 15 s */
     const char *cert = NULL, *key = NULL, *token_key = NULL;
     bool dev = false;
@@ -187,6 +210,28 @@ int main(int argc, char **argv)
         case 'P': rv = et_cli_port(optarg, &dev_port); break;
         case 'W': rv = parse_duration_ns(optarg, &cfg.route_wait_ns); break;
         case 'T': rv = parse_duration_ns(optarg, &cfg.drain_timeout_ns); break;
+        case 'i': rv = parse_duration_ns(optarg, &cfg.idle_timeout_ns); break;
+        case 'm':
+            rv = et_cli_uint(optarg, 0, UINT32_MAX, &v);
+            cfg.max_tunnels = (uint32_t)v;
+            break;
+        case 's':
+            rv = et_cli_uint(optarg, 0, UINT32_MAX, &v);
+            cfg.max_streams = (uint32_t)v;
+            break;
+        case 'C':
+            rv = et_cli_uint(optarg, 0, UINT32_MAX, &v);
+            cfg.max_client_conns = (uint32_t)v;
+            break;
+        case 'r':
+            rv = et_cli_uint(optarg, 0, 1000000, &v);
+            cfg.rate_per_min = (uint32_t)v;
+            break;
+        case 'B':
+            rv = et_cli_uint(optarg, 1, 1000000, &v);
+            cfg.rate_burst = (uint32_t)v;
+            burst_set = true;
+            break;
         case 'V': printf("edged %s (protocol %d)\n", ET_VERSION, ET_VERSION_PROTOCOL); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -201,6 +246,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (!burst_set)
+        cfg.rate_burst = cfg.rate_per_min / 10 > 0 ? cfg.rate_per_min / 10 : 1;
     et_log_init(fmt, level);
     SSL_CTX *ctx = NULL;
     if (dev) {

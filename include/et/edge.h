@@ -21,6 +21,12 @@ typedef struct et_edge_config {
     uint64_t head_timeout_ns;   /* HTTP: request head not complete in time -> 408 */
     uint64_t route_wait_ns;     /* HTTP: how long a request waits for its tunnel to connect */
     uint64_t drain_timeout_ns;  /* SIGTERM: how long in-flight streams may still run */
+    uint64_t idle_timeout_ns;   /* a stream with no byte either way this long ends; 0 = never */
+    uint32_t max_tunnels;       /* sessions at once (every replica counts); 0 = no limit */
+    uint32_t max_streams;       /* open streams per session; 0 = no limit */
+    uint32_t max_client_conns;  /* public connections per client address; 0 = no limit */
+    uint32_t rate_per_min;      /* new public connections per tunnel and minute; 0 = no limit */
+    uint32_t rate_burst;        /* ... of which this many may come at once */
     uint32_t keepalive_ms;      /* PING interval; a socket quiet for three is dead */
     char tcp_bind[64];          /* address public TCP listeners bind */
     uint16_t tcp_lo, tcp_hi;    /* --tcp-ports; 0-0 = none */

@@ -165,7 +165,7 @@ ET_MUST_USE int et_http_head_parse(const uint8_t *buf, size_t len, et_http_head 
 ET_MUST_USE int et_http_host_parse(const uint8_t *p, size_t n, char out[ET_HOST_MAX + 1],
                                    uint16_t *port, et_http_reason *why);
 
-/* et_http_error_response writes a complete HTTP/1.1 response for |status| (400, 404, 408, 431,
+/* et_http_error_response writes a complete HTTP/1.1 response for |status| (400, 404, 408, 429, 431,
  * 502, 503 or 504) into |buf| (|cap| bytes): status line, Content-Type: text/plain;
  * charset=utf-8, Content-Length, Connection: close, and a one-line body ("edged: no tunnel
  * serves this host\n"). It returns the response's length (the bytes to send; a NUL follows them

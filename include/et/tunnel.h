@@ -61,6 +61,11 @@ typedef struct et_stats {
     _Atomic uint64_t cancels_recv_control, cancels_recv_data;
     _Atomic uint64_t cancel_acks, late_frames_dropped, opens_refused_tombstone;
     _Atomic uint64_t public_refused, inbox_full;
+    _Atomic uint64_t limit_streams;         /* streams refused: the session's --max-streams */
+    _Atomic uint64_t limit_client_conns;    /* public connections refused: --max-client-conns */
+    _Atomic uint64_t limit_tunnels;         /* sessions refused: --max-tunnels */
+    _Atomic uint64_t rate_limited;          /* public connections refused: the tunnel's rate */
+    _Atomic uint64_t idle_closed;           /* streams ended by --idle-timeout */
     _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];
@@ -92,6 +97,8 @@ typedef struct et_side_ops {
     int (*on_tls_done)(et_tsock *ts);
     /* The peer sent GOAWAY on |ts| (which is now DRAINING); may be NULL. */
     void (*on_goaway)(et_tsock *ts, const et_goaway *g);
+    /* |s| is being torn down (on its worker); may be NULL. */
+    void (*on_stream_closed)(et_stream *s);
 } et_side_ops;
 
 struct et_worker {
@@ -119,6 +126,8 @@ struct et_engine {
     _Atomic int exit_code;
     _Atomic bool stopping;             /* et_engine_stop was called: no new work (redials) */
     uint32_t keepalive_ms;             /* edge: the PING interval announced in WELCOME */
+    uint32_t max_streams;              /* open streams per session; 0 = no limit */
+    uint64_t idle_timeout_ns;          /* a stream with no byte either way this long ends */
     void *side_state;                  /* edge hub or origin config; owned by the side */
     void (*session_free_side)(void *); /* frees et_session.side */
 };
@@ -183,8 +192,9 @@ struct et_session {
     et_tsock *ctrl;     /* live control socket (one reference owned), or NULL */
     et_sockref data[ET_MAX_DATA_SOCKS];
     unsigned ndata;
-    unsigned rr; /* round-robin position over data */
-    void *side;  /* side-specific (edge: tunnel and routes); owned by the side */
+    unsigned rr;               /* round-robin position over data */
+    _Atomic uint32_t nstreams; /* open streams, over all its sockets (the --max-streams limit) */
+    void *side;                /* side-specific (edge: tunnel and routes); owned by the side */
 };
 
 /* et_session_new returns a session with one reference for the caller, or NULL. */
@@ -330,8 +340,10 @@ struct et_stream {
     uint16_t answer_status;     /* edge, HTTP: answer this error instead of a reset */
     et_timer origin_timer;      /* edge, HTTP: no response in time -> 504 */
     uint64_t origin_timeout_ns; /* edge, HTTP: counted from the last request byte sent */
-    uint64_t last_sent_ns;
-    struct et_watch *watch; /* the control worker's watch on fd; freed by that worker */
+    uint64_t last_sent_ns;      /* last DATA sent to the peer */
+    uint64_t last_recv_ns;      /* last DATA from the peer (with last_sent_ns: --idle-timeout) */
+    int32_t client_slot;        /* edge: its slot in the per-client-address counts, or -1 */
+    struct et_watch *watch;     /* the control worker's watch on fd; freed by that worker */
     et_stream *ready_prev, *ready_next;
     uint64_t opened_ns;
     et_task free_task;
@@ -340,7 +352,8 @@ struct et_stream {
 /* et_stream_open reserves stream (uc, sid) on |ts| (a data socket) in the registry and in its
  * worker's table, without a local fd yet. Returns ET_OK with |*out| set, ET_E_CLOSED when the
  * peer already cancelled it (its CANCEL overtook the OPEN: a tombstone is left for its late
- * frames), or ET_E_NOMEM. |kind| is the OPEN's (et_open_kind). */
+ * frames), ET_E_LIMIT when the session has eng->max_streams open (counted), or ET_E_NOMEM.
+ * |kind| is the OPEN's (et_open_kind). */
 ET_MUST_USE int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind,
                                et_stream **out);
 

@@ -33,13 +33,98 @@ void free_edge_sess(void *p)
     free(p);
 }
 
+/* --- limits ------------------------------------------------------------------------------- */
+
+/* tunnel_get returns the entry of tunnel |name|, creating it; NULL when out of memory. Under
+ * hub->mu. */
+static tunnel_entry *tunnel_get(edge_hub *hub, const char *name)
+{
+    size_t n = strlen(name);
+    size_t k = (size_t)XXH3_64bits(name, n) & (TUNNEL_BUCKETS - 1);
+    for (tunnel_entry *t = hub->tunnels[k]; t != NULL; t = t->next)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    tunnel_entry *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    t->next = hub->tunnels[k];
+    hub->tunnels[k] = t;
+    return t;
+}
+
+bool rate_take(edge_hub *hub, tunnel_entry *t, uint64_t now)
+{
+    uint64_t rate = hub->cfg.rate_per_min;
+    if (rate == 0 || t == NULL)
+        return true;
+    rate_bucket *b = &t->rate;
+    uint64_t cap = (uint64_t)(hub->cfg.rate_burst != 0 ? hub->cfg.rate_burst : 1) * 1000000u;
+    if (b->last_ns == 0) {
+        b->tokens = cap; /* a tunnel starts with a full burst */
+    } else if (now > b->last_ns) {
+        uint64_t dt = now - b->last_ns;
+        if (dt > 3600ull * 1000000000ull)
+            dt = 3600ull * 1000000000ull; /* keeps dt * rate inside 64 bits */
+        /* rate/min in millionths per ns: rate * 1e6 / 60e9 = rate / 60000 */
+        b->tokens += dt * rate / 60000u;
+        if (b->tokens > cap)
+            b->tokens = cap;
+    }
+    b->last_ns = now;
+    if (b->tokens < 1000000u)
+        return false;
+    b->tokens -= 1000000u;
+    return true;
+}
+
+int32_t client_admit(et_engine *eng, int fd)
+{
+    edge_hub *hub = hub_of(eng);
+    if (hub->client_conns == NULL)
+        return -1;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    const void *key = NULL;
+    size_t klen = 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+        key = &((const struct sockaddr_in *)(const void *)&ss)->sin_addr;
+        klen = 4;
+    } else if (ss.ss_family == AF_INET6) {
+        key = &((const struct sockaddr_in6 *)(const void *)&ss)->sin6_addr;
+        klen = 16;
+    } else {
+        return -1; /* no address to count it by */
+    }
+    int32_t slot = (int32_t)(XXH3_64bits(key, klen) & (CLIENT_SLOTS - 1));
+    if (atomic_fetch_add(&hub->client_conns[slot], 1) >= hub->cfg.max_client_conns) {
+        atomic_fetch_sub(&hub->client_conns[slot], 1);
+        ET_COUNT(eng->stats.limit_client_conns);
+        return -2;
+    }
+    return slot;
+}
+
+void client_release(et_engine *eng, int32_t slot)
+{
+    if (slot >= 0)
+        atomic_fetch_sub(&hub_of(eng)->client_conns[slot], 1);
+}
+
+static void edge_stream_closed(et_stream *s)
+{
+    client_release(s->w->eng, s->client_slot);
+    s->client_slot = -1;
+}
+
 /* --- public TCP ------------------------------------------------------------------------- */
 
-static void open_public_stream(et_tsock *ts, int fd)
+static void open_public_stream(et_tsock *ts, int fd, int32_t client_slot)
 {
     edge_hub *hub = hub_of(ts->w->eng);
     if (ts->state != ET_TS_READY) {
         ET_COUNT(ts->w->eng->stats.public_refused);
+        client_release(ts->w->eng, client_slot);
         et_sock_reset_close(fd);
         return;
     }
@@ -54,9 +139,11 @@ static void open_public_stream(et_tsock *ts, int fd)
     et_stream *s = NULL;
     if (et_stream_open(ts, uc, 1, ET_OPEN_TCP, &s) < 0) {
         ET_COUNT(ts->w->eng->stats.public_refused);
+        client_release(ts->w->eng, client_slot);
         et_sock_reset_close(fd);
         return;
     }
+    s->client_slot = client_slot; /* given back when the stream goes */
     s->send_credit = ts->peer_window;
     /* OPEN is queued before the fd can produce any DATA, so it always goes first. */
     et_frame h = {0, uc, 1, ET_A_OPEN, 0, NULL};
@@ -73,48 +160,57 @@ static void open_public_stream(et_tsock *ts, int fd)
 typedef struct handoff {
     et_tsock *ts; /* one reference */
     int fd;
+    int32_t client_slot;
 } handoff;
 
 static void handoff_run(et_reactor *r, void *arg)
 {
     handoff *h = arg;
-    open_public_stream(h->ts, h->fd);
+    open_public_stream(h->ts, h->fd, h->client_slot);
     atomic_fetch_sub(&hub_of(h->ts->w->eng)->pending, 1); /* a stream now, or refused */
     et_tsock_unref(h->ts);
     free(h);
 }
 
-/* pick_socket chooses a data socket for a public connection on |port| (a reference), or NULL. */
-static et_tsock *pick_socket(edge_hub *hub, uint16_t port)
+/* pick_socket chooses a data socket for a public connection on |port| (a reference), or NULL
+ * (|*limited| set when the tunnel is over its rate). */
+static et_tsock *pick_socket(edge_hub *hub, uint16_t port, uint64_t now, bool *limited)
 {
     et_tsock *ts = NULL;
     pthread_mutex_lock(&hub->mu);
     port_route *pr = &hub->ports[port - hub->cfg.tcp_lo];
-    for (unsigned k = 0; k < pr->n && ts == NULL; k++)
+    *limited = pr->n > 0 && !rate_take(hub, pr->t, now);
+    for (unsigned k = 0; k < pr->n && ts == NULL && !*limited; k++)
         ts = et_session_pick_data(pr->sess[pr->rr++ % pr->n]);
     pthread_mutex_unlock(&hub->mu);
     return ts;
 }
 
 /* on_public_tcp hands an accepted public TCP connection to a data socket of a session serving
- * its port, or refuses it at once (RST) when the tunnel is not connected. */
+ * its port, or refuses it at once (RST) when the tunnel is not connected or over a limit. */
 static void on_public_tcp(listener *l, int fd)
 {
     et_worker *w = l->w;
-    et_tsock *ts = pick_socket(hub_of(w->eng), l->port);
+    bool limited = false;
+    int32_t slot = client_admit(w->eng, fd);
+    et_tsock *ts =
+        slot == -2 ? NULL : pick_socket(hub_of(w->eng), l->port, et_reactor_now(w->r), &limited);
     if (ts == NULL) {
+        if (limited)
+            ET_COUNT(w->eng->stats.rate_limited);
         ET_COUNT(w->eng->stats.public_refused);
+        client_release(w->eng, slot);
         et_sock_reset_close(fd);
         return;
     }
     if (ts->w == w) {
-        open_public_stream(ts, fd);
+        open_public_stream(ts, fd, slot);
         et_tsock_unref(ts);
         return;
     }
     handoff *h = malloc(sizeof(*h));
     if (h != NULL) {
-        *h = (handoff){ts, fd};
+        *h = (handoff){ts, fd, slot};
         atomic_fetch_add(&hub_of(w->eng)->pending, 1); /* a drain waits for it */
         if (et_reactor_post(ts->w->r, handoff_run, h) == ET_OK)
             return;
@@ -122,6 +218,7 @@ static void on_public_tcp(listener *l, int fd)
         free(h);
     }
     ET_COUNT(w->eng->stats.inbox_full);
+    client_release(w->eng, slot);
     et_sock_reset_close(fd);
     et_tsock_unref(ts);
 }
@@ -269,6 +366,13 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
         if (r->n == EDGE_MAX_SESSIONS_PER_PORT)
             return ET_E_PROTO(ET_WE_LIMIT_SESSIONS);
     }
+    tunnel_entry *te = tunnel_get(hub, c->sub);
+    if (te == NULL)
+        return ET_E_PROTO(ET_WE_INTERNAL);
+    if (es == NULL && hub->cfg.max_tunnels != 0 && hub->nsessions >= hub->cfg.max_tunnels) {
+        ET_COUNT(eng->stats.limit_tunnels);
+        return ET_E_PROTO(ET_WE_LIMIT_SESSIONS);
+    }
     if (es == NULL) {
         es = calloc(1, sizeof(*es));
         et_session *s = es ? et_session_new(eng, h->session_id) : NULL;
@@ -282,6 +386,7 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
         snprintf(s->tunnel, sizeof(s->tunnel), "%s", c->sub);
         es->next = hub->sessions;
         hub->sessions = es;
+        hub->nsessions++;
         es->in_hub = true;
         char hex[2 * ET_SESSION_ID_LEN + 1];
         et_session_hex(s->id, hex);
@@ -310,6 +415,7 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
         if (r->tunnel[0] == '\0')
             et_logf(ET_LOG_INFO, "http_route", "host=%s tunnel=%s", r->pattern, c->sub);
         snprintf(r->tunnel, sizeof(r->tunnel), "%s", c->sub);
+        r->t = te;
         r->sess[r->n++] = es->s;
     }
     for (size_t i = 0; i < h->nroutes; i++) {
@@ -323,6 +429,7 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
         if (have)
             continue;
         snprintf(pr->tunnel, sizeof(pr->tunnel), "%s", c->sub);
+        pr->t = te;
         pr->sess[pr->n++] = es->s;
         if (!pr->listening) {
             pr->listening = true;
@@ -436,6 +543,7 @@ static void edge_on_closed(et_tsock *ts)
         for (edge_sess **pp = &hub->sessions; *pp != NULL; pp = &(*pp)->next) {
             if (*pp == es) {
                 *pp = es->next;
+                hub->nsessions--;
                 break;
             }
         }
@@ -454,6 +562,7 @@ static const et_side_ops edge_ops = {
     .on_open = NULL,
     .on_tsock_closed = edge_on_closed,
     .on_tls_done = NULL,
+    .on_stream_closed = edge_stream_closed,
 };
 
 /* --- start / stop ----------------------------------------------------------------------- */
@@ -521,6 +630,8 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
 {
     ET_GUARD(et_engine_init(eng, ET_SIDE_EDGE, &edge_ops, ctx, cfg->threads));
     eng->keepalive_ms = cfg->keepalive_ms;
+    eng->max_streams = cfg->max_streams;
+    eng->idle_timeout_ns = cfg->idle_timeout_ns;
     edge_hub *hub = calloc(1, sizeof(*hub));
     ET_ENSURE(hub != NULL, ET_E_NOMEM);
     eng->side_state = hub;
@@ -529,6 +640,11 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     pthread_mutex_init(&hub->mu, NULL);
     atomic_init(&hub->next_uc, 1);
     hub->started_ns = et_now_ns();
+    if (cfg->max_client_conns != 0) {
+        /* calloc'd pages stay unbacked until a client address touches them */
+        hub->client_conns = calloc(CLIENT_SLOTS, sizeof(*hub->client_conns));
+        ET_ENSURE(hub->client_conns != NULL, ET_E_NOMEM);
+    }
     hub->http_buckets = 256;
     hub->http = calloc(hub->http_buckets, sizeof(*hub->http));
     ET_ENSURE(hub->http != NULL, ET_E_NOMEM);
@@ -576,6 +692,14 @@ void et_edge_cleanup(et_engine *eng)
             et_session_unref(es->s, free_edge_sess);
         }
         free(hub->ports);
+        free(hub->client_conns);
+        for (size_t k = 0; k < TUNNEL_BUCKETS; k++) {
+            while (hub->tunnels[k] != NULL) {
+                tunnel_entry *t = hub->tunnels[k];
+                hub->tunnels[k] = t->next;
+                free(t);
+            }
+        }
         http_route_free_all(hub);
         pthread_mutex_destroy(&hub->mu);
         free(hub);

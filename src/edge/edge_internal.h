@@ -10,9 +10,27 @@
 
 #define EDGE_MAX_SESSIONS_PER_PORT 64
 
+/* A token bucket for new public connections of one tunnel (--rate-limit): |tokens| in
+ * millionths, refilled from |last_ns| at rate_per_min; under the hub's mutex. */
+typedef struct rate_bucket {
+    uint64_t tokens;
+    uint64_t last_ns;
+} rate_bucket;
+
+/* A tunnel (token name) the edge has seen: its rate bucket, shared by every replica's session
+ * and every route of the tunnel. Kept for the life of the edge (like routes); under hub->mu. */
+typedef struct tunnel_entry {
+    char name[ET_TUNNEL_NAME_MAX + 1];
+    rate_bucket rate;
+    struct tunnel_entry *next; /* hash chain */
+} tunnel_entry;
+
+#define TUNNEL_BUCKETS 256u
+
 /* A public TCP port and the sessions serving it (guarded by the hub's mutex). */
 typedef struct port_route {
     char tunnel[ET_TUNNEL_NAME_MAX + 1];          /* the tunnel that owns the port; "" = none */
+    tunnel_entry *t;                              /* that tunnel, once one served it */
     et_session *sess[EDGE_MAX_SESSIONS_PER_PORT]; /* not references: the hub's list holds them */
     unsigned n, rr;
     bool listening;
@@ -25,8 +43,14 @@ typedef struct http_route {
     char tunnel[ET_TUNNEL_NAME_MAX + 1];
     et_session *sess[EDGE_MAX_SESSIONS_PER_PORT]; /* not references */
     unsigned n, rr;
+    tunnel_entry *t;         /* the tunnel serving it, once one did */
     struct http_route *next; /* hash chain */
 } http_route;
+
+/* Public connections per client address are counted in a fixed table of counters indexed by
+ * a hash of the address: no allocation per client and no lock, at the price that two addresses
+ * sharing a slot share its limit (65536 slots: rare until hundreds of thousands of clients). */
+#define CLIENT_SLOTS 65536u
 
 /* Per-session edge state (et_session.side). */
 typedef struct edge_sess {
@@ -40,6 +64,7 @@ typedef struct edge_hub {
     et_edge_config cfg;
     pthread_mutex_t mu;
     edge_sess *sessions; /* each holds one session reference */
+    unsigned nsessions;
     port_route *ports;   /* tcp_hi - tcp_lo + 1 entries, or NULL */
     http_route **http;   /* owned: hash buckets (XXH3 of the pattern) */
     size_t http_buckets; /* power of two */
@@ -53,6 +78,8 @@ typedef struct edge_hub {
     _Atomic bool draining;        /* SIGTERM: listeners closed, GOAWAY sent */
     _Atomic unsigned drain_acks;  /* workers that closed their listeners */
     _Atomic uint64_t drain_deadline_ns;
+    _Atomic uint32_t *client_conns;        /* owned: CLIENT_SLOTS counters, or NULL (no limit) */
+    tunnel_entry *tunnels[TUNNEL_BUCKETS]; /* owned: every tunnel seen, by XXH3 of the name */
 } edge_hub;
 
 /* A listening socket on one worker. */
@@ -95,6 +122,18 @@ http_route *http_route_get(edge_hub *hub, const char *pattern, size_t len);
 
 /* http_route_free_all frees every route (shutdown). */
 void http_route_free_all(edge_hub *hub);
+
+/* rate_take takes one token from tunnel |t|'s bucket for a new public connection; false when
+ * the tunnel is over its rate. Under hub->mu. */
+bool rate_take(edge_hub *hub, tunnel_entry *t, uint64_t now_ns);
+
+/* client_admit counts a new public connection from |fd|'s peer address: returns its slot (to
+ * give back with client_release), -1 when no limit is set, or -2 when the address is at its
+ * limit (counted; the caller refuses the connection). */
+int32_t client_admit(et_engine *eng, int fd);
+
+/* client_release gives back the count of slot |slot| (client_admit); -1 does nothing. */
+void client_release(et_engine *eng, int32_t slot);
 
 /* http_on_accept handles one accepted public HTTP connection on |w| (http.c). */
 void http_on_accept(et_worker *w, int fd);

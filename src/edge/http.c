@@ -26,8 +26,9 @@ typedef struct http_conn {
     bool waiting;    /* head complete, no session serves its host yet: retried on the timer */
     int wait_status; /* what to answer when the wait ends (404 or 503) */
     uint64_t wait_until, wait_step;
-    et_http_head head; /* the incremental parser's state and, once complete, the head */
-    unsigned reroutes; /* times its data socket went away before the stream could open */
+    et_http_head head;   /* the incremental parser's state and, once complete, the head */
+    unsigned reroutes;   /* times its data socket went away before the stream could open */
+    int32_t client_slot; /* its count in the per-address limit (client_admit), or -1 */
     et_timer timer;
     et_task free_task;
 } http_conn;
@@ -46,8 +47,11 @@ static void conn_end(http_conn *c, bool close_fd)
 {
     et_timer_cancel(c->w->r, &c->timer);
     et_reactor_del(c->w->r, &c->io);
-    if (close_fd)
-        atomic_fetch_sub(&hub_of(c->w->eng)->pending, 1); /* else the handoff carries it */
+    if (close_fd) { /* else the handoff carries both */
+        atomic_fetch_sub(&hub_of(c->w->eng)->pending, 1);
+        client_release(c->w->eng, c->client_slot);
+        c->client_slot = -1;
+    }
     if (close_fd && c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -90,6 +94,7 @@ typedef struct handoff {
     uint8_t *buf; /* owned: the bytes read so far (head and maybe body), ET_HTTP_HEAD_MAX */
     size_t len;
     unsigned reroutes;
+    int32_t client_slot;
     char host[ET_HOST_MAX + 1];
 } handoff;
 
@@ -103,6 +108,7 @@ static void reroute(et_worker *w, handoff *h)
 {
     http_conn *c = h->reroutes < REROUTES_MAX ? conn_new(w, h->fd, h->buf) : NULL;
     if (c == NULL) {
+        client_release(w->eng, h->client_slot);
         et_logf(ET_LOG_INFO, "http_answer", "status=503 why=socket_gone");
         char page[512];
         int n = et_http_error_response(503, page, sizeof(page));
@@ -115,6 +121,7 @@ static void reroute(et_worker *w, handoff *h)
     atomic_fetch_add(&hub_of(w->eng)->pending, 1);
     c->len = h->len;
     c->reroutes = h->reroutes + 1;
+    c->client_slot = h->client_slot;
     /* The same bytes parse to the same complete head. */
     if (et_http_head_parse(c->buf, c->len, &c->head) != ET_HTTP_HEAD_COMPLETE) {
         answer(c, 503, "reparse_failed");
@@ -138,11 +145,22 @@ static void open_http_stream(handoff *h)
     uint32_t uc = atomic_fetch_add(&hub->next_uc, 1);
     if (uc == 0)
         uc = atomic_fetch_add(&hub->next_uc, 1);
-    if (et_stream_open(ts, uc, 1, ET_OPEN_HTTP, &s) < 0) {
-        et_sock_reset_close(h->fd);
+    int rv = et_stream_open(ts, uc, 1, ET_OPEN_HTTP, &s);
+    if (rv < 0) {
+        client_release(eng, h->client_slot);
+        char page[512];
+        int n = rv == ET_E_LIMIT ? et_http_error_response(503, page, sizeof(page)) : 0;
+        if (n > 0) {
+            et_logf(ET_LOG_INFO, "http_answer", "status=503 why=stream_limit");
+            (void)send(h->fd, page, (size_t)n, MSG_NOSIGNAL);
+            close(h->fd);
+        } else {
+            et_sock_reset_close(h->fd);
+        }
         free(h->buf);
         return;
     }
+    s->client_slot = h->client_slot; /* given back when the stream goes */
     et_open o = {.kind = ET_OPEN_HTTP, .initial_window = ET_WINDOW_DEFAULT};
     et_addr_of_fd(h->fd, &o.client, &o.server);
     o.host = (et_bytes){(const uint8_t *)h->host, strlen(h->host)};
@@ -174,13 +192,15 @@ static void handoff_run(et_reactor *r, void *arg)
 }
 
 /* route finds a data socket for |host| (a reference) or says which error to answer. */
-static et_tsock *route(edge_hub *hub, const char *host, int *status)
+static et_tsock *route(edge_hub *hub, const char *host, uint64_t now, int *status)
 {
     et_tsock *ts = NULL;
     pthread_mutex_lock(&hub->mu);
     http_route *r = http_route_find(hub, host);
     if (r == NULL || r->tunnel[0] == '\0') {
         *status = 404; /* no tunnel has ever served this host */
+    } else if (r->n > 0 && !rate_take(hub, r->t, now)) {
+        *status = 429; /* the tunnel's --rate-limit */
     } else {
         for (unsigned k = 0; k < r->n && ts == NULL; k++)
             ts = et_session_pick_data(r->sess[r->rr++ % r->n]);
@@ -229,10 +249,14 @@ static void head_complete(http_conn *c)
     const et_http_head *head = &c->head;
     edge_hub *hub = hub_of(c->w->eng);
     int status = 0;
-    et_tsock *ts = route(hub, head->host, &status);
+    et_tsock *ts = route(hub, head->host, et_reactor_now(c->w->r), &status);
     if (ts == NULL) {
-        if (!start_wait(c, status))
+        if (status == 429) {
+            ET_COUNT(c->w->eng->stats.rate_limited);
+            answer(c, 429, "rate_limited");
+        } else if (!start_wait(c, status)) {
             answer(c, status, status == 404 ? "unknown_host" : "tunnel_not_connected");
+        }
         return;
     }
     if (c->waiting)
@@ -243,7 +267,8 @@ static void head_complete(http_conn *c)
         answer(c, 503, "out_of_memory");
         return;
     }
-    *h = (handoff){ts, c->fd, c->buf, c->len, c->reroutes, {0}};
+    *h = (handoff){ts, c->fd, c->buf, c->len, c->reroutes, c->client_slot, {0}};
+    c->client_slot = -1; /* now the handoff's */
     snprintf(h->host, sizeof(h->host), "%s", head->host);
     c->buf = NULL; /* now the handoff's */
     et_worker *to = ts->w, *from = c->w;
@@ -256,6 +281,7 @@ static void head_complete(http_conn *c)
         ET_COUNT(to->eng->stats.inbox_full);
         et_sock_reset_close(h->fd);
         free(h->buf);
+        client_release(from->eng, h->client_slot);
         atomic_fetch_sub(&hub_of(from->eng)->pending, 1);
         et_tsock_unref(h->ts);
         free(h);
@@ -331,6 +357,7 @@ static http_conn *conn_new(et_worker *w, int fd, uint8_t *buf)
     c->w = w;
     c->fd = fd;
     c->buf = buf;
+    c->client_slot = -1;
     et_http_head_init(&c->head);
     et_io_init(&c->io, conn_on_event);
     et_timer_init(&c->timer, timer_fire);
@@ -355,6 +382,12 @@ void http_on_accept(et_worker *w, int fd)
     atomic_fetch_add(&hub->pending, 1);
     if (et_sock_set_nodelay(fd) < 0) {
         /* not fatal */
+    }
+    c->client_slot = client_admit(w->eng, fd);
+    if (c->client_slot == -2) {
+        c->client_slot = -1;
+        answer(c, 429, "client_limit"); /* this address has --max-client-conns open */
+        return;
     }
     if (et_timer_arm(w->r, &c->timer, et_reactor_now(w->r) + hub->cfg.head_timeout_ns) < 0)
         conn_end(c, true);

@@ -63,11 +63,26 @@ void et_worker_goaway(et_worker *w, uint32_t drain_ms, const char *text)
         et_tsock_goaway(ts, drain_ms, text);
 }
 
+/* idle_check ends a stream that moved no byte either way for the idle timeout. */
+static void idle_check(et_stream *s, void *arg)
+{
+    uint64_t now = *(const uint64_t *)arg;
+    uint64_t last = s->last_sent_ns > s->last_recv_ns ? s->last_sent_ns : s->last_recv_ns;
+    if (now - last < s->w->eng->idle_timeout_ns)
+        return;
+    ET_COUNT(s->w->eng->stats.idle_closed);
+    et_logf(ET_LOG_INFO, "stream_idle", "uc=%u sid=%u idle_ms=%llu", s->uc, s->sid,
+            (unsigned long long)((now - last) / 1000000u));
+    et_stream_cancel(s, ET_CR_IDLE_TIMEOUT);
+}
+
 static void sweep_fire(et_reactor *r, et_timer *t)
 {
     et_worker *w = ET_CONTAINER_OF(t, et_worker, sweep);
     uint64_t now = et_reactor_now(r);
     et_stream_table_sweep(w->streams, now);
+    if (w->eng->idle_timeout_ns != 0 && w != w->eng->control)
+        et_stream_table_each(w->streams, idle_check, &now);
     if (w == w->eng->control) {
         pthread_mutex_lock(&w->eng->reg_mu);
         et_stream_table_sweep(w->eng->reg, now);
@@ -224,12 +239,14 @@ void et_engine_log_stats(et_engine *eng)
             "cancels_sent_control=%llu cancels_sent_data=%llu cancels_recv_control=%llu "
             "cancels_recv_data=%llu cancel_acks=%llu late_frames_dropped=%llu "
             "opens_refused_tombstone=%llu public_refused=%llu inbox_full=%llu "
-            "handshake_refused_tls=%llu%s",
+            "handshake_refused_tls=%llu limit_streams=%llu limit_client_conns=%llu "
+            "limit_tunnels=%llu rate_limited=%llu idle_closed=%llu%s",
             V(sockets_up), V(sockets_down), V(streams_opened), V(streams_finished),
             V(streams_cancelled), V(bytes_to_peer), V(bytes_from_peer), V(cancels_sent_control),
             V(cancels_sent_data), V(cancels_recv_control), V(cancels_recv_data), V(cancel_acks),
             V(late_frames_dropped), V(opens_refused_tombstone), V(public_refused), V(inbox_full),
-            V(handshake_refused_tls), extra);
+            V(handshake_refused_tls), V(limit_streams), V(limit_client_conns), V(limit_tunnels),
+            V(rate_limited), V(idle_closed), extra);
 #undef V
 }
 

@@ -53,8 +53,19 @@ static void origin_timeout_fire(et_reactor *r, et_timer *t)
 int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind, et_stream **out)
 {
     *out = NULL;
+    et_engine *eng = ts->w->eng;
+    uint32_t open = atomic_fetch_add(&ts->sess->nstreams, 1);
+    if (eng->max_streams != 0 && open >= eng->max_streams) {
+        atomic_fetch_sub(&ts->sess->nstreams, 1);
+        ET_COUNT(eng->stats.limit_streams);
+        return ET_E_LIMIT;
+    }
     et_stream *s = calloc(1, sizeof(*s));
-    ET_ENSURE(s != NULL, ET_E_NOMEM);
+    if (s == NULL) {
+        atomic_fetch_sub(&ts->sess->nstreams, 1);
+        return ET_RAISE(ET_E_NOMEM);
+    }
+    s->client_slot = -1;
     s->w = ts->w;
     s->ts = ts;
     s->sess = ts->sess;
@@ -64,7 +75,7 @@ int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind, et_str
     s->kind = kind;
     et_timer_init(&s->origin_timer, origin_timeout_fire);
     s->recv_window = s->recv_limit = ET_WINDOW_DEFAULT;
-    s->opened_ns = et_reactor_now(ts->w->r);
+    s->opened_ns = s->last_sent_ns = s->last_recv_ns = et_reactor_now(ts->w->r);
     atomic_init(&s->rq_bytes, 0);
     et_io_init(&s->io, stream_on_event);
     et_task_init(&s->free_task, free_task_fn);
@@ -80,6 +91,7 @@ int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind, et_str
                                      et_reactor_now(ts->w->r) + ET_TOMBSTONE_NS) < 0)
                 rv = ET_E_NOMEM;
         }
+        atomic_fetch_sub(&ts->sess->nstreams, 1);
         free(s);
         return rv;
     }
@@ -209,6 +221,9 @@ static void teardown(et_stream *s, bool reset)
                              et_reactor_now(s->w->r) + ET_TOMBSTONE_NS) < 0)
         abort(); /* the entry exists: burying it in place cannot allocate */
     s->ts->nstreams--;
+    atomic_fetch_sub(&s->sess->nstreams, 1);
+    if (s->w->eng->ops->on_stream_closed != NULL)
+        s->w->eng->ops->on_stream_closed(s);
     et_reactor_defer(s->w->r, &s->free_task);
 }
 
@@ -461,6 +476,7 @@ void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n, bool more)
         atomic_store(&s->resp_started, true);
         et_timer_cancel(s->w->r, &s->origin_timer);
     }
+    s->last_recv_ns = et_reactor_now(s->w->r);
     if (s->end_received) {
         stream_error(s, ET_WE_STREAM_STATE);
         return;

@@ -588,6 +588,10 @@ int et_http_error_response(int status, char *buf, size_t cap)
         phrase = "Request Timeout";
         body = "edged: the request head did not arrive in time\n";
         break;
+    case 429:
+        phrase = "Too Many Requests";
+        body = "edged: too many requests for this tunnel or from this address\n";
+        break;
     case 431:
         phrase = "Request Header Fields Too Large";
         body = "edged: request head larger than 16384 bytes\n";
