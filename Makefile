@@ -45,7 +45,7 @@ endif
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 $(WARN) -fstack-protector-strong -fPIE
 LDFLAGS += -pie -Wl,-z,relro,-z,now -Wl,-rpath,$(BSSL_LIB)
-LDLIBS  += -L$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson -lpthread
+LDLIBS  += -L$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson -linih -lpthread
 
 ifeq ($(SANITIZER),)
 CPPFLAGS += -D_FORTIFY_SOURCE=2
@@ -108,7 +108,7 @@ FUZZ_SRCS    := $(sort $(wildcard fuzz/*.c))
 FUZZ_NAMES   := $(FUZZ_SRCS:fuzz/%.c=%)
 FUZZ_LIBSRCS := $(sort $(wildcard src/base/*.c src/wire/*.c))
 FUZZ_CFLAGS  := -std=c11 -O1 -g -fno-omit-frame-pointer $(WARN)
-FUZZ_LDLIBS  := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson
+FUZZ_LDLIBS  := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson -linih
 FUZZ_DEPS    := $(FUZZ_LIBSRCS) $(wildcard include/et/*.h)
 LF_BINS      := $(FUZZ_NAMES:%=build/fuzz/libfuzzer/%)
 AFL_BINS     := $(FUZZ_NAMES:%=build/fuzz/afl/%)
