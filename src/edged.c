@@ -228,15 +228,17 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (print)
-        return print_config(&cfg, cert, key, token_key, dev, dev_port, fmt, level);
-    et_log_init(fmt, level);
-    SSL_CTX *ctx = NULL;
     if (dev) {
         /* Loopback only, whatever else was asked. */
         if (cfg.http_addr[0] == '\0')
             snprintf(cfg.http_addr, sizeof(cfg.http_addr), "127.0.0.1:8080");
         snprintf(cfg.tcp_bind, sizeof(cfg.tcp_bind), "127.0.0.1");
+    }
+    if (print)
+        return print_config(&cfg, cert, key, token_key, dev, dev_port, fmt, level);
+    et_log_init(fmt, level);
+    SSL_CTX *ctx = NULL;
+    if (dev) {
         if (dev_setup(&cfg, &ctx, (unsigned)dev_port) < 0) {
             et_logf(ET_LOG_ERROR, "dev_setup_failed", "at=%s", et_error_where());
             return 1;

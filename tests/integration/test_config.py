@@ -107,6 +107,10 @@ def test_defaults_and_secrets(bindir, pki, token_key):
     assert e["tunnel"] == "127.0.0.1:7443" and e["http"] is None and e["tcp-ports"] == ""
     assert (e["origin-timeout"], e["head-timeout"], e["keepalive"]) == ("30s", "10s", "15s")
     assert (e["log-format"], e["log-level"]) == ("text", "info")
+    # --dev: loopback whatever was asked, and nothing made or printed but the settings
+    d = printed([bindir / "edged", "--dev", "--tcp-bind", "0.0.0.0"])
+    assert (d["dev"], d["http"], d["tcp-bind"], d["cert"]) == (True, "127.0.0.1:8080",
+                                                               "127.0.0.1", None)
     token = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXNldHRpbmc.c2lnbmF0dXJl"
     r = run([bindir / "originctl", "connect", "--edge", "127.0.0.1:1", "--token", token,
              "--insecure", "--print-config"])
