@@ -10,6 +10,9 @@
 #   make SANITIZER=address,undefined | SANITIZER=thread   any target with sanitizers
 #   make bench                benchmarks (bench/README.md), JSON lines into bench/out/
 #   make format | format-check
+#   make man                  man pages from man/*.scd (scdoc) into build/man/
+#   make install [PREFIX=/usr/local] [DESTDIR=]   binaries, man pages, systemd units, examples
+#   make uninstall            removes what install put there (same PREFIX and DESTDIR)
 #   V=1                       show full commands
 
 CC        ?= cc
@@ -45,7 +48,7 @@ endif
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 $(WARN) -fstack-protector-strong -fPIE
 LDFLAGS += -pie -Wl,-z,relro,-z,now -Wl,-rpath,$(BSSL_LIB)
-LDLIBS  += -L$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson -lpthread
+LDLIBS  += -L$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson -linih -lpthread
 
 ifeq ($(SANITIZER),)
 CPPFLAGS += -D_FORTIFY_SOURCE=2
@@ -63,7 +66,7 @@ TESTS     := $(TEST_SRCS:tests/unit/%.c=$(O)/tests/%)
 
 .SECONDARY:
 .PHONY: all test test-unit test-integration test-sanitizers fuzz fuzz-smoke format format-check \
-        clean deps
+        clean deps man install uninstall
 all: $(BINS)
 	@ln -sfn $(VARIANT) build/current
 
@@ -108,7 +111,7 @@ FUZZ_SRCS    := $(sort $(wildcard fuzz/*.c))
 FUZZ_NAMES   := $(FUZZ_SRCS:fuzz/%.c=%)
 FUZZ_LIBSRCS := $(sort $(wildcard src/base/*.c src/wire/*.c))
 FUZZ_CFLAGS  := -std=c11 -O1 -g -fno-omit-frame-pointer $(WARN)
-FUZZ_LDLIBS  := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson
+FUZZ_LDLIBS  := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lxxhash -ljansson -linih
 FUZZ_DEPS    := $(FUZZ_LIBSRCS) $(wildcard include/et/*.h)
 LF_BINS      := $(FUZZ_NAMES:%=build/fuzz/libfuzzer/%)
 AFL_BINS     := $(FUZZ_NAMES:%=build/fuzz/afl/%)
@@ -163,6 +166,57 @@ bench-netns: bench-deps
 bench-relay: bench-deps
 	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
 	$(Q)$(BENCH_PY) bench/relay.py --relay build/gcc/bench/tls_relay | tee bench/out/relay.jsonl
+
+# --- man pages and installing ------------------------------------------------------------
+# `make install` installs the binaries of the current configuration ($(O)); the systemd units
+# get BINDIR and SYSCONFDIR written in. The config files themselves are the operator's: only
+# examples are installed (DOCDIR/examples).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/edgetunnel
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SCDOC      ?= scdoc
+
+MAN_SRCS  := $(sort $(wildcard man/*.scd))
+MAN_PAGES := $(MAN_SRCS:man/%.scd=build/man/%)
+UNIT_SRCS := $(sort $(wildcard dist/systemd/*.service.in))
+UNITS     := $(UNIT_SRCS:dist/systemd/%.in=build/dist/%)
+EXAMPLES  := $(sort $(wildcard dist/examples/*.conf))
+
+man: $(MAN_PAGES)
+
+build/man/%: man/%.scd
+	$(call msg,SCDOC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(SCDOC) < $< > $@.tmp && mv $@.tmp $@
+
+# The units depend on the install paths: rewritten on every install.
+build/dist/%: dist/systemd/%.in FORCE
+	$(call msg,GEN,$@)
+	@mkdir -p $(@D)
+	$(Q)sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@.tmp && mv $@.tmp $@
+
+install: $(BINS) $(MAN_PAGES) $(UNITS)
+	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(DOCDIR)/examples
+	$(Q)install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
+	$(Q)install -m 0644 $(MAN_PAGES) $(DESTDIR)$(MANDIR)/man1/
+	$(Q)install -m 0644 $(UNITS) $(DESTDIR)$(UNITDIR)/
+	$(Q)install -m 0644 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples/
+
+uninstall:
+	$(Q)rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(BINS))) \
+	    $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN_PAGES))) \
+	    $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS))) \
+	    $(addprefix $(DESTDIR)$(DOCDIR)/examples/,$(notdir $(EXAMPLES)))
+	$(Q)rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+
+.PHONY: FORCE
+FORCE:
 
 # --- housekeeping ------------------------------------------------------------------------
 FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h \

@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(
     build-essential clang clang-format afl++ libclang-rt-dev
-    android-libboringssl-dev libxxhash-dev libjansson-dev libcmocka-dev
+    android-libboringssl-dev libxxhash-dev libjansson-dev libcmocka-dev libinih-dev scdoc
     python3 python3-pytest python3-websockets curl wrk openssl iproute2 procps
     "$@"
 )

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <openssl/ssl.h>
 
 #include "et/cli.h"
@@ -26,6 +27,7 @@ static void usage(FILE *f)
           "             [--max-client-conns N] [--rate-limit N] [--rate-burst N]\n"
           "             [--tcp-ports LO-HI] [--tcp-bind ADDR] [--threads N]\n"
           "             [--log-format text|json] [--log-level debug|info|warn|error]\n"
+          "             [--config FILE] [--print-config]\n"
           "       edged token --token-key FILE --name NAME [--http HOST]... [--tcp PORT]...\n"
           "             [--ttl DURATION]\n"
           "       edged --dev [--dev-port PORT] [--http ADDR] [--tunnel ADDR]\n"
@@ -56,7 +58,10 @@ static void usage(FILE *f)
           "  --tunnel ADDR     where originctl connects (default 127.0.0.1:7443)\n"
           "  --tcp-ports LO-HI public TCP ports tunnels may serve (default none)\n"
           "  --tcp-bind ADDR   address the public TCP ports listen on (default 0.0.0.0)\n"
-          "  --threads N       reactor threads (default: online CPUs)\n",
+          "  --threads N       reactor threads (default: online CPUs)\n"
+          "  --config FILE     read settings from FILE first (key = value, keys as the long\n"
+          "                    flags); flags on the command line override it\n"
+          "  --print-config    print the effective settings as one JSON object and exit\n",
           f);
 }
 
@@ -120,6 +125,56 @@ static bool signal_within(void *set)
     return et_cli_signal_within(set, 10);
 }
 
+/* print_config writes the effective settings as one JSON object, keys named as the flags. */
+static int print_config(const et_edge_config *cfg, const char *cert, const char *key,
+                        const char *token_key, bool dev, unsigned long dev_port, et_log_format fmt,
+                        et_log_level level)
+{
+    char ports[16] = "";
+    if (cfg->tcp_lo != 0)
+        snprintf(ports, sizeof(ports), "%u-%u", cfg->tcp_lo, cfg->tcp_hi);
+    char origin_t[24], head_t[24], keepalive[24];
+    snprintf(origin_t, sizeof(origin_t), "%llus",
+             (unsigned long long)(cfg->origin_timeout_ns / 1000000000ull));
+    snprintf(head_t, sizeof(head_t), "%llus",
+             (unsigned long long)(cfg->head_timeout_ns / 1000000000ull));
+    /* --keepalive stored a third of itself, rounded down to milliseconds */
+    snprintf(keepalive, sizeof(keepalive), "%llus",
+             ((unsigned long long)cfg->keepalive_ms * 3 + 999) / 1000);
+    json_t *o = json_pack(
+        "{s:s, s:s?, s:s?, s:s?, s:s?, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:b, s:I}", "tunnel",
+        cfg->tunnel_addr, "http", cfg->http_addr[0] ? cfg->http_addr : NULL, "cert", cert, "key",
+        key, "token-key", token_key, "tcp-ports", ports, "tcp-bind", cfg->tcp_bind, "threads",
+        (json_int_t)cfg->threads, "origin-timeout", origin_t, "head-timeout", head_t, "keepalive",
+        keepalive, "log-format", fmt == ET_LOG_JSON ? "json" : "text", "log-level",
+        et_log_level_name(level), "dev", dev, "dev-port", (json_int_t)dev_port);
+    /* the flags of drain, limits and timeouts (durations in milliseconds, as they parse) */
+    char route_wait[24], drain[24], idle[24];
+    snprintf(route_wait, sizeof(route_wait), "%llums",
+             (unsigned long long)(cfg->route_wait_ns / 1000000ull));
+    snprintf(drain, sizeof(drain), "%llums",
+             (unsigned long long)(cfg->drain_timeout_ns / 1000000ull));
+    snprintf(idle, sizeof(idle), "%llums", (unsigned long long)(cfg->idle_timeout_ns / 1000000ull));
+    if (o != NULL &&
+        (json_object_set_new(o, "route-wait", json_string(route_wait)) < 0 ||
+         json_object_set_new(o, "drain-timeout", json_string(drain)) < 0 ||
+         json_object_set_new(o, "idle-timeout", json_string(idle)) < 0 ||
+         json_object_set_new(o, "max-tunnels", json_integer(cfg->max_tunnels)) < 0 ||
+         json_object_set_new(o, "max-streams", json_integer(cfg->max_streams)) < 0 ||
+         json_object_set_new(o, "max-client-conns", json_integer(cfg->max_client_conns)) < 0 ||
+         json_object_set_new(o, "rate-limit", json_integer(cfg->rate_per_min)) < 0 ||
+         json_object_set_new(o, "rate-burst", json_integer(cfg->rate_burst)) < 0)) {
+        json_decref(o);
+        return 1;
+    }
+    if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS) != 0) {
+        json_decref(o);
+        return 1;
+    }
+    json_decref(o);
+    return puts("") == EOF ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "token") == 0)
@@ -146,13 +201,21 @@ int main(int argc, char **argv)
         {"idle-timeout", required_argument, NULL, 'i'},
         {"max-tunnels", required_argument, NULL, 'm'},
         {"max-streams", required_argument, NULL, 's'},
-        {"max-client-conns", required_argument, NULL, 'C'},
+        {"max-client-conns", required_argument, NULL, 'M'},
         {"rate-limit", required_argument, NULL, 'r'},
         {"rate-burst", required_argument, NULL, 'B'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'C'},
+        {"print-config", no_argument, NULL, 'J'},
         {NULL, 0, NULL, 0},
     };
+    static et_cli_args args; /* the --config file's settings, then the command line */
+    if (et_cli_args_load(&args, argc, argv, opts) < 0) {
+        fprintf(stderr, "edged: %s\n", args.err);
+        return 2;
+    }
+    bool print = false;
     static et_edge_config cfg;
     snprintf(cfg.tunnel_addr, sizeof(cfg.tunnel_addr), "127.0.0.1:7443");
     snprintf(cfg.tcp_bind, sizeof(cfg.tcp_bind), "0.0.0.0");
@@ -173,7 +236,7 @@ int main(int argc, char **argv)
     et_log_format fmt = ET_LOG_TEXT;
     et_log_level level = ET_LOG_INFO;
     int opt;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = getopt_long(args.argc, args.argv, "", opts, NULL)) != -1) {
         unsigned long v;
         int rv = ET_OK;
         switch (opt) {
@@ -219,7 +282,7 @@ int main(int argc, char **argv)
             rv = et_cli_uint(optarg, 0, UINT32_MAX, &v);
             cfg.max_streams = (uint32_t)v;
             break;
-        case 'C':
+        case 'M':
             rv = et_cli_uint(optarg, 0, UINT32_MAX, &v);
             cfg.max_client_conns = (uint32_t)v;
             break;
@@ -234,27 +297,33 @@ int main(int argc, char **argv)
             break;
         case 'V': printf("edged %s (protocol %d)\n", ET_VERSION, ET_VERSION_PROTOCOL); return 0;
         case 'h': usage(stdout); return 0;
+        case 'C': break; /* read by et_cli_args_load */
+        case 'J': print = true; break;
         default: usage(stderr); return 2;
         }
         if (rv < 0) {
-            fprintf(stderr, "edged: bad value '%s'\n", optarg);
+            fprintf(stderr, "edged: %sbad value '%s'\n", et_cli_args_where(&args, optarg), optarg);
             usage(stderr);
             return 2;
         }
     }
-    if (optind != argc || (!dev && (cert == NULL || key == NULL || token_key == NULL))) {
+    if (optind != args.argc || (!dev && (cert == NULL || key == NULL || token_key == NULL))) {
         usage(stderr);
         return 2;
     }
     if (!burst_set)
         cfg.rate_burst = cfg.rate_per_min / 10 > 0 ? cfg.rate_per_min / 10 : 1;
-    et_log_init(fmt, level);
-    SSL_CTX *ctx = NULL;
     if (dev) {
         /* Loopback only, whatever else was asked. */
         if (cfg.http_addr[0] == '\0')
             snprintf(cfg.http_addr, sizeof(cfg.http_addr), "127.0.0.1:8080");
         snprintf(cfg.tcp_bind, sizeof(cfg.tcp_bind), "127.0.0.1");
+    }
+    if (print)
+        return print_config(&cfg, cert, key, token_key, dev, dev_port, fmt, level);
+    et_log_init(fmt, level);
+    SSL_CTX *ctx = NULL;
+    if (dev) {
         if (dev_setup(&cfg, &ctx, (unsigned)dev_port) < 0) {
             et_logf(ET_LOG_ERROR, "dev_setup_failed", "at=%s", et_error_where());
             return 1;

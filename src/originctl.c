@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <openssl/ssl.h>
 
 #include "et/cli.h"
@@ -21,6 +22,7 @@ static void usage(FILE *f)
         "             [--http HOST=http://ADDR:PORT]... [--tcp PUBLIC_PORT=HOST:PORT]...\n"
         "             [--proxy-protocol] [--data-conns N] [--no-control] [--drain-timeout DUR]\n"
         "             [--threads N] [--log-format text|json] [--log-level LEVEL]\n"
+        "             [--config FILE] [--print-config]\n"
         "       originctl --version | --help\n"
         "\n"
         "  --http photos.example.com=http://127.0.0.1:3000\n"
@@ -32,7 +34,10 @@ static void usage(FILE *f)
         "  --drain-timeout DUR       SIGTERM: send GOAWAY (the edge opens no new stream here),\n"
         "                            let in-flight streams finish for up to this long, then exit\n"
         "                            (default 30s; a second signal exits at once)\n"
-        "  --insecure                do not verify the edge (development only)\n",
+        "  --insecure                do not verify the edge (development only)\n"
+        "  --config FILE             read settings from FILE first (key = value, keys as the\n"
+        "                            long flags); flags on the command line override it\n"
+        "  --print-config            print the effective settings as one JSON object and exit\n",
         f);
 }
 
@@ -115,6 +120,46 @@ static bool signal_within(void *set)
     return et_cli_signal_within(set, 10);
 }
 
+/* print_config writes the effective settings as one JSON object, keys named as the flags; the
+ * token only as "<set>". */
+static int print_config(const et_origin_config *cfg, const et_tls_client_opts *tls,
+                        et_log_format fmt, et_log_level level)
+{
+    json_t *http = json_array(), *tcp = json_array();
+    char addr[80], text[ET_HOST_MAX + 96];
+    for (unsigned i = 0; http != NULL && i < cfg->nhttp; i++) {
+        snprintf(text, sizeof(text), "%s=http://%s", cfg->http[i].pattern,
+                 et_cli_addr_text(&cfg->http[i].local, addr, sizeof(addr)));
+        json_array_append_new(http, json_string(text));
+    }
+    for (unsigned i = 0; tcp != NULL && i < cfg->ntcp; i++) {
+        snprintf(text, sizeof(text), "%u=%s", cfg->tcp[i].public_port,
+                 et_cli_addr_text(&cfg->tcp[i].local, addr, sizeof(addr)));
+        json_array_append_new(tcp, json_string(text));
+    }
+    /* "o" takes the arrays' references, also when json_pack fails */
+    json_t *o =
+        json_pack("{s:s, s:s?, s:s?, s:s?, s:b, s:o, s:o, s:b, s:I, s:b, s:I, s:s, s:s}", "edge",
+                  cfg->edge_addr, "token", cfg->token[0] ? "<set>" : NULL, "ca", tls->ca_file,
+                  "pin", tls->pin, "insecure", tls->insecure, "http", http, "tcp", tcp,
+                  "proxy-protocol", cfg->proxy_protocol, "data-conns", (json_int_t)cfg->data_conns,
+                  "no-control", cfg->no_control, "threads", (json_int_t)cfg->threads, "log-format",
+                  fmt == ET_LOG_JSON ? "json" : "text", "log-level", et_log_level_name(level));
+    char drain[24];
+    snprintf(drain, sizeof(drain), "%llums",
+             (unsigned long long)(cfg->drain_timeout_ns / 1000000ull));
+    if (o != NULL && json_object_set_new(o, "drain-timeout", json_string(drain)) < 0) {
+        json_decref(o);
+        return 1;
+    }
+    if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS) != 0) {
+        json_decref(o);
+        return 1;
+    }
+    json_decref(o);
+    return puts("") == EOF ? 1 : 0;
+}
+
 static int connect_main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -133,8 +178,16 @@ static int connect_main(int argc, char **argv)
         {"log-format", required_argument, NULL, 'f'},
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'C'},
+        {"print-config", no_argument, NULL, 'J'},
         {NULL, 0, NULL, 0},
     };
+    static et_cli_args args; /* the --config file's settings, then the command line */
+    if (et_cli_args_load(&args, argc, argv, opts) < 0) {
+        fprintf(stderr, "originctl: %s\n", args.err);
+        return 2;
+    }
+    bool print = false;
     static et_origin_config cfg;
     cfg.data_conns = 4;
     cfg.drain_timeout_ns = 30ull * 1000000000ull;
@@ -143,8 +196,7 @@ static int connect_main(int argc, char **argv)
     et_log_format fmt = ET_LOG_TEXT;
     et_log_level level = ET_LOG_INFO;
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = getopt_long(args.argc, args.argv, "", opts, NULL)) != -1) {
         unsigned long v;
         int rv = ET_OK;
         switch (opt) {
@@ -177,17 +229,22 @@ static int connect_main(int argc, char **argv)
         case 'f': rv = et_cli_log_format(optarg, &fmt); break;
         case 'l': rv = et_cli_log_level(optarg, &level); break;
         case 'h': usage(stdout); return 0;
+        case 'C': break; /* read by et_cli_args_load */
+        case 'J': print = true; break;
         default: usage(stderr); return 2;
         }
         if (rv < 0) {
-            fprintf(stderr, "originctl: bad value '%s'\n", optarg ? optarg : "");
+            fprintf(stderr, "originctl: %sbad value '%s'\n", et_cli_args_where(&args, optarg),
+                    optarg ? optarg : "");
             return 2;
         }
     }
-    if (optind != argc || cfg.edge_addr[0] == '\0' || cfg.token[0] == '\0') {
+    if (optind != args.argc || cfg.edge_addr[0] == '\0' || cfg.token[0] == '\0') {
         usage(stderr);
         return 2;
     }
+    if (print)
+        return print_config(&cfg, &tls, fmt, level);
     et_log_init(fmt, level);
     if (tls.insecure)
         et_logf(ET_LOG_WARN, "insecure", "why=\"--insecure: the edge is not verified\"");

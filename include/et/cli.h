@@ -1,10 +1,13 @@
-/* cli.h: what both mains share: log flags, thread counts, signals. */
+/* cli.h: what both mains share: the --config file, log flags, thread counts, signals. */
 #ifndef ET_CLI_H
 #define ET_CLI_H
 
+#include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
+#include <sys/socket.h>
 
 #include "et/log.h"
 #include "et/result.h"
@@ -38,5 +41,63 @@ int et_cli_wait_signal(const sigset_t *set);
 /* et_cli_signal_within waits up to |ms| milliseconds for a signal of |set| other than SIGHUP;
  * returns true when one came (a second SIGTERM or Ctrl-C during a drain: stop now). */
 bool et_cli_signal_within(const sigset_t *set, unsigned ms);
+/* ---- the --config file ---------------------------------------------------------------------
+ *
+ * A config file holds the same settings as the long flags, one `key = value` a line, the key
+ * being the flag's name without the dashes:
+ *
+ *   # originctl.conf
+ *   edge = edge.example.com:7443
+ *   token = eyJhbGciOi...
+ *   http = photos.example.com=http://127.0.0.1:3000
+ *   http = wiki.example.com=http://127.0.0.1:3001
+ *   no-control = false
+ *
+ * Spaces around the key and the value are trimmed; lines starting with '#' or ';' are comments;
+ * there are no inline comments (a value may hold ';' or '#'), no sections, no quoting and no
+ * continuation lines. A flag that takes no value (no-control) takes `true` or `false`. A key
+ * that may be repeated on the command line (originctl's http and tcp) may be repeated in the
+ * file. Keys config, print-config, help and version are not settings and are refused.
+ *
+ * The file is parsed with inih (Debian libinih) into an argument list that goes in front of the
+ * command-line flags, so the main's one getopt_long loop reads both: a flag overrides the file
+ * (last value wins) and a repeated flag adds to it. An unknown key, a flag value in the wrong
+ * form, a line over ET_CLI_LINE_MAX bytes, a NUL byte or a file over ET_CLI_CONFIG_MAX bytes is
+ * an error naming the file and the line; a bad value is reported by the main's own check, and
+ * et_cli_args_where names the file and line it came from. */
+
+#define ET_CLI_CONFIG_MAX (64 * 1024) /* bytes in a config file */
+#define ET_CLI_LINE_MAX   8192        /* bytes in one line of it (a token is up to 4 KiB) */
+#define ET_CLI_ARGS_MAX   1024        /* arguments, from the file and the command line */
+
+/* et_cli_args is the argument list a main hands to getopt_long: argv[0], then one "--key=value"
+ * (or "--key") per setting of the --config file, then argv[1..] of the command line. It holds no
+ * heap memory, so it needs no cleanup; it is large (keep it static). */
+typedef struct et_cli_args {
+    int argc;
+    char *argv[ET_CLI_ARGS_MAX + 1]; /* NULL-terminated; into |text| or the caller's argv */
+    const char *path;                /* the --config file or NULL; into the caller's argv */
+    unsigned nfile;                  /* argv[1..nfile] come from the file */
+    unsigned line[ET_CLI_ARGS_MAX];  /* line[i]: the file line of argv[1 + i] */
+    size_t used;                     /* bytes of |text| in use */
+    char text[2 * ET_CLI_CONFIG_MAX + 2 * ET_CLI_ARGS_MAX]; /* the "--key=value" strings */
+    char where[512];                                        /* et_cli_args_where's answer */
+    char err[512]; /* why et_cli_args_load failed: "FILE:LINE: unknown key 'x'" */
+} et_cli_args;
+
+/* et_cli_args_load fills |a| from the command line |argc|/|argv| of a main whose getopt_long
+ * table is |opts| (its "config" entry names the file; a --config given twice is an error). With
+ * no --config, |a| is argv itself. Returns ET_OK, or ET_E_CONFIG / ET_E_IO / ET_E_LIMIT /
+ * ET_E_NOMEM with a message in a->err. Leaves optind at 0 (getopt_long starts afresh). |a| keeps
+ * pointers into |argv|, which must outlive it. */
+ET_MUST_USE int et_cli_args_load(et_cli_args *a, int argc, char **argv, const struct option *opts);
+
+/* et_cli_args_where returns "FILE:LINE: " when |arg| (an optarg of a->argv) points into a setting
+ * read from the config file, else "". The string lives in |a| until the next call. */
+const char *et_cli_args_where(et_cli_args *a, const char *arg);
+
+/* et_cli_addr_text writes a socket address as "1.2.3.4:80" or "[::1]:80" into |out| (|n| bytes)
+ * and returns |out| ("?" for an address family other than IPv4/IPv6). */
+const char *et_cli_addr_text(const struct sockaddr_storage *ss, char *out, size_t n);
 
 #endif
