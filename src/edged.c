@@ -52,7 +52,7 @@ static void usage(FILE *f)
           "  --rate-limit N    new public connections per tunnel and minute; more get 429 / RST\n"
           "                    (default 0 = no limit)\n"
           "  --rate-burst N    of which this many may come at once (default N/10, at least 1)\n"
-          "                    (0 for any --max-* flag = no limit)\n"
+          "                    (0 for a limit = no limit)\n"
           "  --dev             development edge on loopback: self-signed certificate and token\n"
           "                    key in memory; prints the originctl line for --dev-port (3000)\n"
           "  --tunnel ADDR     where originctl connects (default 127.0.0.1:7443)\n"

@@ -54,6 +54,7 @@ def origin_settings(pin):
         ("tcp", "20022=127.0.0.1:22"), ("tcp", "20023=[::1]:23"),
         ("proxy-protocol", True), ("data-conns", 3), ("no-control", False), ("insecure", False),
         ("threads", 2), ("log-format", "json"), ("log-level", "debug"),
+        ("drain-timeout", "7s"),
     ]
 
 
@@ -64,6 +65,9 @@ def edge_settings(pki, token_key):
         ("tcp-bind", "127.0.0.1"), ("threads", 3), ("origin-timeout", "2m"),
         ("head-timeout", "5s"), ("keepalive", "9s"), ("log-format", "json"),
         ("log-level", "warn"), ("dev", False), ("dev-port", 4000),
+        ("route-wait", "1500ms"), ("drain-timeout", "45s"), ("idle-timeout", "0"),
+        ("max-tunnels", 7), ("max-streams", 70), ("max-client-conns", 0), ("rate-limit", 600),
+        ("rate-burst", 20),
     ]
 
 
@@ -81,7 +85,7 @@ def test_origin_file_and_flags_give_the_same_settings(bindir, tmp_path, pki):
                  "*.wiki.example.com=http://127.0.0.1:3001"],
         "tcp": ["20022=127.0.0.1:22", "20023=[::1]:23"], "proxy-protocol": True,
         "data-conns": 3, "no-control": False, "threads": 2, "log-format": "json",
-        "log-level": "debug",
+        "log-level": "debug", "drain-timeout": "7000ms",
     }
 
 
@@ -97,7 +101,9 @@ def test_edge_file_and_flags_give_the_same_settings(bindir, tmp_path, pki, token
         "key": str(pki.key), "token-key": str(token_key), "tcp-ports": "20000-20010",
         "tcp-bind": "127.0.0.1", "threads": 3, "origin-timeout": "120s", "head-timeout": "5s",
         "keepalive": "9s", "log-format": "json", "log-level": "warn", "dev": False,
-        "dev-port": 4000,
+        "dev-port": 4000, "route-wait": "1500ms", "drain-timeout": "45000ms",
+        "idle-timeout": "0ms", "max-tunnels": 7, "max-streams": 70, "max-client-conns": 0,
+        "rate-limit": 600, "rate-burst": 20,
     }
 
 
