@@ -175,130 +175,140 @@ static int print_config(const et_edge_config *cfg, const char *cert, const char 
     return puts("") == EOF ? 1 : 0;
 }
 
-int main(int argc, char **argv)
-{
-    if (argc > 1 && strcmp(argv[1], "token") == 0)
-        return et_edged_token_main(argc - 1, argv + 1);
+/* The settings of one start (or SIGHUP reload): the flags and --config file, parsed. */
+typedef struct settings {
+    et_edge_config cfg;
+    char cert[4096], key[4096], token_key[4096]; /* paths; "" when not given */
+    bool dev, print;
+    unsigned long dev_port;
+    et_log_format fmt;
+    et_log_level level;
+} settings;
 
-    static const struct option opts[] = {
-        {"tunnel", required_argument, NULL, 'u'},
-        {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},
-        {"token-key", required_argument, NULL, 'K'},
-        {"tcp-ports", required_argument, NULL, 'p'},
-        {"tcp-bind", required_argument, NULL, 'b'},
-        {"threads", required_argument, NULL, 'n'},
-        {"log-format", required_argument, NULL, 'f'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"http", required_argument, NULL, 'H'},
-        {"origin-timeout", required_argument, NULL, 'O'},
-        {"head-timeout", required_argument, NULL, 'E'},
-        {"dev", no_argument, NULL, 'D'},
-        {"keepalive", required_argument, NULL, 'A'},
-        {"dev-port", required_argument, NULL, 'P'},
-        {"route-wait", required_argument, NULL, 'W'},
-        {"drain-timeout", required_argument, NULL, 'T'},
-        {"idle-timeout", required_argument, NULL, 'i'},
-        {"max-tunnels", required_argument, NULL, 'm'},
-        {"max-streams", required_argument, NULL, 's'},
-        {"max-client-conns", required_argument, NULL, 'M'},
-        {"rate-limit", required_argument, NULL, 'r'},
-        {"rate-burst", required_argument, NULL, 'B'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {"config", required_argument, NULL, 'C'},
-        {"print-config", no_argument, NULL, 'J'},
-        {NULL, 0, NULL, 0},
-    };
+static const struct option opts[] = {
+    {"tunnel", required_argument, NULL, 'u'},
+    {"cert", required_argument, NULL, 'c'},
+    {"key", required_argument, NULL, 'k'},
+    {"token-key", required_argument, NULL, 'K'},
+    {"tcp-ports", required_argument, NULL, 'p'},
+    {"tcp-bind", required_argument, NULL, 'b'},
+    {"threads", required_argument, NULL, 'n'},
+    {"log-format", required_argument, NULL, 'f'},
+    {"log-level", required_argument, NULL, 'l'},
+    {"http", required_argument, NULL, 'H'},
+    {"origin-timeout", required_argument, NULL, 'O'},
+    {"head-timeout", required_argument, NULL, 'E'},
+    {"dev", no_argument, NULL, 'D'},
+    {"keepalive", required_argument, NULL, 'A'},
+    {"dev-port", required_argument, NULL, 'P'},
+    {"route-wait", required_argument, NULL, 'W'},
+    {"drain-timeout", required_argument, NULL, 'T'},
+    {"idle-timeout", required_argument, NULL, 'i'},
+    {"max-tunnels", required_argument, NULL, 'm'},
+    {"max-streams", required_argument, NULL, 's'},
+    {"max-client-conns", required_argument, NULL, 'M'},
+    {"rate-limit", required_argument, NULL, 'r'},
+    {"rate-burst", required_argument, NULL, 'B'},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {"config", required_argument, NULL, 'C'},
+    {"print-config", no_argument, NULL, 'J'},
+    {NULL, 0, NULL, 0},
+};
+
+/* load parses the command line and the --config file it names into |st|. Returns -1 to go on,
+ * or the exit status (after --help, --version, --print-config or a usage error). */
+static int load(int argc, char **argv, settings *st)
+{
     static et_cli_args args; /* the --config file's settings, then the command line */
+    memset(&args, 0, sizeof(args));
     if (et_cli_args_load(&args, argc, argv, opts) < 0) {
         fprintf(stderr, "edged: %s\n", args.err);
         return 2;
     }
-    bool print = false;
-    static et_edge_config cfg;
-    snprintf(cfg.tunnel_addr, sizeof(cfg.tunnel_addr), "127.0.0.1:7443");
-    snprintf(cfg.tcp_bind, sizeof(cfg.tcp_bind), "0.0.0.0");
-    cfg.threads = et_cli_threads();
-    cfg.origin_timeout_ns = 30ull * 1000000000ull;
-    cfg.head_timeout_ns = 10ull * 1000000000ull;
-    cfg.route_wait_ns = 5ull * 1000000000ull;
-    cfg.drain_timeout_ns = 30ull * 1000000000ull;
-    cfg.idle_timeout_ns = 3600ull * 1000000000ull;
-    cfg.max_tunnels = 1000;
-    cfg.max_streams = 10000;
-    cfg.max_client_conns = 1024;
+    memset(st, 0, sizeof(*st));
+    et_edge_config *cfg = &st->cfg;
+    snprintf(cfg->tunnel_addr, sizeof(cfg->tunnel_addr), "127.0.0.1:7443");
+    snprintf(cfg->tcp_bind, sizeof(cfg->tcp_bind), "0.0.0.0");
+    cfg->threads = et_cli_threads();
+    cfg->origin_timeout_ns = 30ull * 1000000000ull;
+    cfg->head_timeout_ns = 10ull * 1000000000ull;
+    cfg->route_wait_ns = 5ull * 1000000000ull;
+    cfg->drain_timeout_ns = 30ull * 1000000000ull;
+    cfg->idle_timeout_ns = 3600ull * 1000000000ull;
+    cfg->max_tunnels = 1000;
+    cfg->max_streams = 10000;
+    cfg->max_client_conns = 1024;
     bool burst_set = false;
-    cfg.keepalive_ms = 5000; /* a dead peer is noticed within 15 s */
+    cfg->keepalive_ms = 5000; /* a dead peer is noticed within 15 s */
     const char *cert = NULL, *key = NULL, *token_key = NULL;
-    bool dev = false;
-    unsigned long dev_port = 3000;
-    et_log_format fmt = ET_LOG_TEXT;
-    et_log_level level = ET_LOG_INFO;
+    st->dev_port = 3000;
+    st->fmt = ET_LOG_TEXT;
+    st->level = ET_LOG_INFO;
     int opt;
     while ((opt = getopt_long(args.argc, args.argv, "", opts, NULL)) != -1) {
         unsigned long v;
         int rv = ET_OK;
         switch (opt) {
-        case 'u': snprintf(cfg.tunnel_addr, sizeof(cfg.tunnel_addr), "%s", optarg); break;
+        case 'u': snprintf(cfg->tunnel_addr, sizeof(cfg->tunnel_addr), "%s", optarg); break;
         case 'c': cert = optarg; break;
         case 'k': key = optarg; break;
         case 'K': token_key = optarg; break;
-        case 'p': rv = parse_ports(optarg, &cfg); break;
-        case 'b': snprintf(cfg.tcp_bind, sizeof(cfg.tcp_bind), "%s", optarg); break;
+        case 'p': rv = parse_ports(optarg, cfg); break;
+        case 'b': snprintf(cfg->tcp_bind, sizeof(cfg->tcp_bind), "%s", optarg); break;
         case 'n':
             rv = et_cli_uint(optarg, 1, ET_MAX_WORKERS, &v);
-            cfg.threads = (unsigned)v;
+            cfg->threads = (unsigned)v;
             break;
-        case 'f': rv = et_cli_log_format(optarg, &fmt); break;
-        case 'l': rv = et_cli_log_level(optarg, &level); break;
-        case 'H': snprintf(cfg.http_addr, sizeof(cfg.http_addr), "%s", optarg); break;
+        case 'f': rv = et_cli_log_format(optarg, &st->fmt); break;
+        case 'l': rv = et_cli_log_level(optarg, &st->level); break;
+        case 'H': snprintf(cfg->http_addr, sizeof(cfg->http_addr), "%s", optarg); break;
         case 'O':
-            rv = parse_duration_ns(optarg, &cfg.origin_timeout_ns);
-            rv = rv == ET_OK && cfg.origin_timeout_ns == 0 ? ET_E_CONFIG : rv;
+            rv = parse_duration_ns(optarg, &cfg->origin_timeout_ns);
+            rv = rv == ET_OK && cfg->origin_timeout_ns == 0 ? ET_E_CONFIG : rv;
             break;
         case 'E':
-            rv = parse_duration_ns(optarg, &cfg.head_timeout_ns);
-            rv = rv == ET_OK && cfg.head_timeout_ns == 0 ? ET_E_CONFIG : rv;
+            rv = parse_duration_ns(optarg, &cfg->head_timeout_ns);
+            rv = rv == ET_OK && cfg->head_timeout_ns == 0 ? ET_E_CONFIG : rv;
             break;
-        case 'D': dev = true; break;
+        case 'D': st->dev = true; break;
         case 'A': {
             uint64_t ns = 0;
             rv = parse_duration_ns(optarg, &ns);
-            cfg.keepalive_ms = (uint32_t)(ns / 3000000ull); /* three quiet intervals = dead */
-            if (rv == ET_OK && cfg.keepalive_ms == 0)
+            cfg->keepalive_ms = (uint32_t)(ns / 3000000ull); /* three quiet intervals = dead */
+            if (rv == ET_OK && cfg->keepalive_ms == 0)
                 rv = ET_E_CONFIG;
             break;
         }
-        case 'P': rv = et_cli_port(optarg, &dev_port); break;
-        case 'W': rv = parse_duration_ns(optarg, &cfg.route_wait_ns); break;
-        case 'T': rv = parse_duration_ns(optarg, &cfg.drain_timeout_ns); break;
-        case 'i': rv = parse_duration_ns(optarg, &cfg.idle_timeout_ns); break;
+        case 'P': rv = et_cli_port(optarg, &st->dev_port); break;
+        case 'W': rv = parse_duration_ns(optarg, &cfg->route_wait_ns); break;
+        case 'T': rv = parse_duration_ns(optarg, &cfg->drain_timeout_ns); break;
+        case 'i': rv = parse_duration_ns(optarg, &cfg->idle_timeout_ns); break;
         case 'm':
             rv = et_cli_uint(optarg, 0, UINT32_MAX, &v);
-            cfg.max_tunnels = (uint32_t)v;
+            cfg->max_tunnels = (uint32_t)v;
             break;
         case 's':
             rv = et_cli_uint(optarg, 0, UINT32_MAX, &v);
-            cfg.max_streams = (uint32_t)v;
+            cfg->max_streams = (uint32_t)v;
             break;
         case 'M':
             rv = et_cli_uint(optarg, 0, UINT32_MAX, &v);
-            cfg.max_client_conns = (uint32_t)v;
+            cfg->max_client_conns = (uint32_t)v;
             break;
         case 'r':
             rv = et_cli_uint(optarg, 0, 1000000, &v);
-            cfg.rate_per_min = (uint32_t)v;
+            cfg->rate_per_min = (uint32_t)v;
             break;
         case 'B':
             rv = et_cli_uint(optarg, 1, 1000000, &v);
-            cfg.rate_burst = (uint32_t)v;
+            cfg->rate_burst = (uint32_t)v;
             burst_set = true;
             break;
         case 'V': printf("edged %s (protocol %d)\n", ET_VERSION, ET_VERSION_PROTOCOL); return 0;
         case 'h': usage(stdout); return 0;
         case 'C': break; /* read by et_cli_args_load */
-        case 'J': print = true; break;
+        case 'J': st->print = true; break;
         default: usage(stderr); return 2;
         }
         if (rv < 0) {
@@ -307,43 +317,90 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != args.argc || (!dev && (cert == NULL || key == NULL || token_key == NULL))) {
+    if (optind != args.argc || (!st->dev && (cert == NULL || key == NULL || token_key == NULL))) {
         usage(stderr);
         return 2;
     }
     if (!burst_set)
-        cfg.rate_burst = cfg.rate_per_min / 10 > 0 ? cfg.rate_per_min / 10 : 1;
-    if (dev) {
+        cfg->rate_burst = cfg->rate_per_min / 10 > 0 ? cfg->rate_per_min / 10 : 1;
+    if (st->dev) {
         /* Loopback only, whatever else was asked. */
-        if (cfg.http_addr[0] == '\0')
-            snprintf(cfg.http_addr, sizeof(cfg.http_addr), "127.0.0.1:8080");
-        snprintf(cfg.tcp_bind, sizeof(cfg.tcp_bind), "127.0.0.1");
+        if (cfg->http_addr[0] == '\0')
+            snprintf(cfg->http_addr, sizeof(cfg->http_addr), "127.0.0.1:8080");
+        snprintf(cfg->tcp_bind, sizeof(cfg->tcp_bind), "127.0.0.1");
     }
-    if (print)
-        return print_config(&cfg, cert, key, token_key, dev, dev_port, fmt, level);
-    et_log_init(fmt, level);
-    SSL_CTX *ctx = NULL;
-    if (dev) {
-        if (dev_setup(&cfg, &ctx, (unsigned)dev_port) < 0) {
+    snprintf(st->cert, sizeof(st->cert), "%s", cert ? cert : "");
+    snprintf(st->key, sizeof(st->key), "%s", key ? key : "");
+    snprintf(st->token_key, sizeof(st->token_key), "%s", token_key ? token_key : "");
+    if (st->print)
+        return print_config(cfg, cert, key, token_key, st->dev, st->dev_port, st->fmt, st->level);
+    return -1;
+}
+
+/* read_secrets reads the token key and makes the TLS context that |st| names (or, with --dev,
+ * makes both in memory). Returns ET_OK or an error (logged). */
+static int read_secrets(settings *st, SSL_CTX **ctx)
+{
+    et_edge_config *cfg = &st->cfg;
+    if (st->dev) {
+        if (dev_setup(cfg, ctx, (unsigned)st->dev_port) < 0) {
             et_logf(ET_LOG_ERROR, "dev_setup_failed", "at=%s", et_error_where());
-            return 1;
+            return ET_E_CONFIG;
         }
-    } else if (et_read_key_file(token_key, cfg.token_key, &cfg.token_key_len) < 0) {
-        return 1;
-    } else if (et_tls_server_ctx_new(cert, key, &ctx) < 0) {
-        char buf[256];
-        et_logf(ET_LOG_ERROR, "tls_setup_failed", "cert=%s key=%s detail=\"%s\"", cert, key,
-                et_tls_err_string(buf, sizeof(buf)));
-        return 1;
+        return ET_OK;
     }
+    ET_GUARD(et_read_key_file(st->token_key, cfg->token_key, &cfg->token_key_len));
+    if (et_tls_server_ctx_new(st->cert, st->key, ctx) < 0) {
+        char buf[256];
+        et_logf(ET_LOG_ERROR, "tls_setup_failed", "cert=%s key=%s detail=\"%s\"", st->cert, st->key,
+                et_tls_err_string(buf, sizeof(buf)));
+        return ET_E_CONFIG;
+    }
+    return ET_OK;
+}
+
+/* reload (SIGHUP) reads the flags, the --config file, the certificate and the token key again
+ * and applies them to the running edge; on any error the old settings stay (logged). */
+static void reload(et_engine *eng, int argc, char **argv)
+{
+    static settings st;
+    SSL_CTX *ctx = NULL;
+    if (load(argc, argv, &st) != -1 || st.dev) {
+        et_logf(ET_LOG_WARN, "reload_failed", "why=\"%s\"",
+                st.dev ? "--dev keeps its in-memory certificate and key" : "bad settings");
+        return;
+    }
+    if (read_secrets(&st, &ctx) < 0) {
+        et_logf(ET_LOG_WARN, "reload_failed", "why=\"certificate or token key\"");
+        return;
+    }
+    et_edge_reload(eng, &st.cfg, ctx);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "token") == 0)
+        return et_edged_token_main(argc - 1, argv + 1);
+
+    static settings st;
+    int rc = load(argc, argv, &st);
+    if (rc != -1)
+        return rc;
+    et_edge_config *cfg = &st.cfg;
+    et_log_init(st.fmt, st.level);
+    SSL_CTX *ctx = NULL;
+    if (read_secrets(&st, &ctx) < 0)
+        return 1;
 
     sigset_t set;
     et_cli_block_signals(&set);
     static et_engine eng;
-    int rv = et_edge_start(&eng, &cfg, ctx);
+    int rv = et_edge_start(&eng, cfg, ctx);
     int status = 1;
     if (rv == ET_OK) {
-        int sig = et_cli_wait_signal(&set);
+        int sig;
+        while ((sig = et_cli_wait_signal_or_hup(&set)) == SIGHUP)
+            reload(&eng, argc, argv);
         et_logf(ET_LOG_INFO, "stopping", "signal=%d", sig);
         /* A rolling restart: a new edged already listens on the same ports (SO_REUSEPORT). */
         (void)et_edge_drain(&eng, signal_within, &set);

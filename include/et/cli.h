@@ -38,6 +38,9 @@ void et_cli_block_signals(sigset_t *set);
 /* et_cli_wait_signal waits for a signal of |set| other than SIGHUP and returns it. */
 int et_cli_wait_signal(const sigset_t *set);
 
+/* et_cli_wait_signal_or_hup waits for any signal of |set| (SIGHUP included) and returns it. */
+int et_cli_wait_signal_or_hup(const sigset_t *set);
+
 /* et_cli_signal_within waits up to |ms| milliseconds for a signal of |set| other than SIGHUP;
  * returns true when one came (a second SIGTERM or Ctrl-C during a drain: stop now). */
 bool et_cli_signal_within(const sigset_t *set, unsigned ms);

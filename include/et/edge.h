@@ -48,6 +48,12 @@ ET_MUST_USE int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX
  * number of streams and connections still open. Call from the main thread. */
 uint64_t et_edge_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg);
 
+/* et_edge_reload (SIGHUP) puts in force, for new connections and handshakes, the token key,
+ * timeouts and limits of |cfg| and the TLS context |ctx| (ownership taken); sessions and
+ * streams carry on. Listener addresses, --tcp-ports and --threads stay as started (logged when
+ * they differ). Main thread. */
+void et_edge_reload(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx);
+
 /* et_edge_cleanup frees what et_edge_start set up, after et_engine_stop. */
 void et_edge_cleanup(et_engine *eng);
 

@@ -114,7 +114,8 @@ struct et_worker {
 struct et_engine {
     et_side side;
     const et_side_ops *ops;
-    SSL_CTX *ssl_ctx;                      /* owned */
+    _Atomic(SSL_CTX *) ssl_ctx;            /* owned; new sockets take it (et_engine_swap_ssl_ctx) */
+    struct et_retired *retired;            /* owned: contexts replaced by a reload, kept to exit */
     unsigned nworkers;                     /* data workers */
     et_worker workers[ET_MAX_WORKERS + 1]; /* the data workers, then the control worker */
     et_worker *control;                    /* &workers[nworkers]: owns the control sockets */
@@ -124,10 +125,11 @@ struct et_engine {
     _Atomic uint32_t next_socket_id;
     _Atomic uint32_t next_session_key;
     _Atomic int exit_code;
-    _Atomic bool stopping;             /* et_engine_stop was called: no new work (redials) */
-    uint32_t keepalive_ms;             /* edge: the PING interval announced in WELCOME */
-    uint32_t max_streams;              /* open streams per session; 0 = no limit */
-    uint64_t idle_timeout_ns;          /* a stream with no byte either way this long ends */
+    _Atomic bool stopping; /* et_engine_stop was called: no new work (redials) */
+    /* Settings a reload may change while workers read them (relaxed atomics). */
+    _Atomic uint32_t keepalive_ms;     /* edge: the PING interval announced in WELCOME */
+    _Atomic uint32_t max_streams;      /* open streams per session; 0 = no limit */
+    _Atomic uint64_t idle_timeout_ns;  /* a stream with no byte either way this long ends */
     void *side_state;                  /* edge hub or origin config; owned by the side */
     void (*session_free_side)(void *); /* frees et_session.side */
 };
@@ -157,6 +159,15 @@ void et_engine_stop(et_engine *eng);
 /* et_engine_cleanup closes every socket and stream and frees the engine's memory; call after
  * et_engine_stop (or without start). Safe on a zeroed engine. */
 void et_engine_cleanup(et_engine *eng);
+
+/* et_engine_swap_ssl_ctx makes |ctx| (ownership taken) the context of sockets made from now
+ * on; sockets already made keep theirs. The old context is kept until et_engine_cleanup (a
+ * worker may be reading it this moment). Main thread. */
+void et_engine_swap_ssl_ctx(et_engine *eng, SSL_CTX *ctx);
+
+/* et_engine_keep_until_cleanup keeps |p| (heap; ownership taken) until et_engine_cleanup frees
+ * it: for settings a reload replaced while workers may still read the old copy. */
+void et_engine_keep_until_cleanup(et_engine *eng, void *p);
 
 /* et_engine_log_stats logs the counters as one `stats` event. */
 void et_engine_log_stats(et_engine *eng);

@@ -410,3 +410,12 @@ const char *et_cli_addr_text(const struct sockaddr_storage *ss, char *out, size_
     }
     return out;
 }
+
+int et_cli_wait_signal_or_hup(const sigset_t *set)
+{
+    for (;;) {
+        int sig = 0;
+        if (sigwait(set, &sig) == 0)
+            return sig;
+    }
+}

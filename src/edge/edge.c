@@ -55,11 +55,12 @@ static tunnel_entry *tunnel_get(edge_hub *hub, const char *name)
 
 bool rate_take(edge_hub *hub, tunnel_entry *t, uint64_t now)
 {
-    uint64_t rate = hub->cfg.rate_per_min;
+    const et_edge_config *live = edge_live(hub);
+    uint64_t rate = live->rate_per_min;
     if (rate == 0 || t == NULL)
         return true;
     rate_bucket *b = &t->rate;
-    uint64_t cap = (uint64_t)(hub->cfg.rate_burst != 0 ? hub->cfg.rate_burst : 1) * 1000000u;
+    uint64_t cap = (uint64_t)(live->rate_burst != 0 ? live->rate_burst : 1) * 1000000u;
     if (b->last_ns == 0) {
         b->tokens = cap; /* a tunnel starts with a full burst */
     } else if (now > b->last_ns) {
@@ -81,7 +82,8 @@ bool rate_take(edge_hub *hub, tunnel_entry *t, uint64_t now)
 int32_t client_admit(et_engine *eng, int fd)
 {
     edge_hub *hub = hub_of(eng);
-    if (hub->client_conns == NULL)
+    uint32_t max = edge_live(hub)->max_client_conns;
+    if (max == 0)
         return -1;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -97,7 +99,7 @@ int32_t client_admit(et_engine *eng, int fd)
         return -1; /* no address to count it by */
     }
     int32_t slot = (int32_t)(XXH3_64bits(key, klen) & (CLIENT_SLOTS - 1));
-    if (atomic_fetch_add(&hub->client_conns[slot], 1) >= hub->cfg.max_client_conns) {
+    if (atomic_fetch_add(&hub->client_conns[slot], 1) >= max) {
         atomic_fetch_sub(&hub->client_conns[slot], 1);
         ET_COUNT(eng->stats.limit_client_conns);
         return -2;
@@ -369,7 +371,8 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
     tunnel_entry *te = tunnel_get(hub, c->sub);
     if (te == NULL)
         return ET_E_PROTO(ET_WE_INTERNAL);
-    if (es == NULL && hub->cfg.max_tunnels != 0 && hub->nsessions >= hub->cfg.max_tunnels) {
+    uint32_t max_tunnels = edge_live(hub)->max_tunnels;
+    if (es == NULL && max_tunnels != 0 && hub->nsessions >= max_tunnels) {
         ET_COUNT(eng->stats.limit_tunnels);
         return ET_E_PROTO(ET_WE_LIMIT_SESSIONS);
     }
@@ -459,7 +462,8 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
         return ET_E_PROTO(ET_WE_VERSION);
     et_token_claims *c = malloc(sizeof(*c));
     ET_ENSURE(c != NULL, ET_E_PROTO(ET_WE_INTERNAL));
-    int rv = et_token_verify(hub->cfg.token_key, hub->cfg.token_key_len, h->token.p, h->token.n,
+    const et_edge_config *live = edge_live(hub);
+    int rv = et_token_verify(live->token_key, live->token_key_len, h->token.p, h->token.n,
                              (int64_t)time(NULL), 0, c);
     for (size_t i = 0; rv == ET_OK && i < h->nroutes; i++)
         if (!route_within_token(&hub->cfg, c, &h->routes[i]))
@@ -477,13 +481,13 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
     ts->peer_max_frame = h->max_frame;
     ts->peer_window = h->initial_window;
     et_frame wh = {0, 0, 0, ET_A_WELCOME, 0, NULL};
-    ts->keepalive_ms = eng->keepalive_ms;
+    ts->keepalive_ms = atomic_load_explicit(&eng->keepalive_ms, memory_order_relaxed);
     et_msg wm = {.welcome = {ET_PROTO_VERSION_MAX,
                              h->role,
                              ET_FRAME_MAX_DEFAULT,
                              {0},
                              ts->id,
-                             eng->keepalive_ms,
+                             ts->keepalive_ms,
                              {(const uint8_t *)c->sub, strlen(c->sub)}}};
     memcpy(wm.welcome.session_id, h->session_id, ET_SESSION_ID_LEN);
     rv = et_tsock_queue(ts, &wh, &wm);
@@ -598,7 +602,8 @@ uint64_t et_edge_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg
 {
     edge_hub *hub = hub_of(eng);
     uint64_t start = et_now_ns();
-    atomic_store(&hub->drain_deadline_ns, start + hub->cfg.drain_timeout_ns);
+    uint64_t timeout = edge_live(hub)->drain_timeout_ns;
+    atomic_store(&hub->drain_deadline_ns, start + timeout);
     atomic_store(&hub->draining, true);
     unsigned workers = eng->nworkers + 1;
     /* Listeners first, on every worker, and only then GOAWAY: an origin that redials at once
@@ -610,13 +615,13 @@ uint64_t et_edge_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg
     if (et_engine_post_all(eng, goaway_run) != 0)
         ET_COUNT(eng->stats.inbox_full);
     et_logf(ET_LOG_INFO, "draining", "timeout_ms=%llu streams=%llu pending=%lld",
-            (unsigned long long)(hub->cfg.drain_timeout_ns / 1000000u),
+            (unsigned long long)(timeout / 1000000u),
             (unsigned long long)et_engine_live_streams(eng), (long long)atomic_load(&hub->pending));
     uint64_t left = 0;
     for (;;) {
         int64_t pending = atomic_load(&hub->pending);
         left = et_engine_live_streams(eng) + (pending > 0 ? (uint64_t)pending : 0);
-        if (left == 0 || stop || et_now_ns() >= start + hub->cfg.drain_timeout_ns)
+        if (left == 0 || stop || et_now_ns() >= start + timeout)
             break;
         stop = interrupted(arg);
     }
@@ -640,11 +645,14 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     pthread_mutex_init(&hub->mu, NULL);
     atomic_init(&hub->next_uc, 1);
     hub->started_ns = et_now_ns();
-    if (cfg->max_client_conns != 0) {
-        /* calloc'd pages stay unbacked until a client address touches them */
-        hub->client_conns = calloc(CLIENT_SLOTS, sizeof(*hub->client_conns));
-        ET_ENSURE(hub->client_conns != NULL, ET_E_NOMEM);
-    }
+    et_edge_config *live = malloc(sizeof(*live));
+    ET_ENSURE(live != NULL, ET_E_NOMEM);
+    *live = *cfg;
+    atomic_init(&hub->live, live);
+    /* calloc'd pages stay unbacked until a client address touches them (and a reload may
+     * turn the limit on) */
+    hub->client_conns = calloc(CLIENT_SLOTS, sizeof(*hub->client_conns));
+    ET_ENSURE(hub->client_conns != NULL, ET_E_NOMEM);
     hub->http_buckets = 256;
     hub->http = calloc(hub->http_buckets, sizeof(*hub->http));
     ET_ENSURE(hub->http != NULL, ET_E_NOMEM);
@@ -664,6 +672,41 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     et_logf(ET_LOG_INFO, "listening", "tunnel=%s http=%s threads=%u", cfg->tunnel_addr,
             cfg->http_addr[0] ? cfg->http_addr : "off", eng->nworkers);
     return ET_OK;
+}
+
+void et_edge_reload(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
+{
+    edge_hub *hub = hub_of(eng);
+    et_edge_config *live = malloc(sizeof(*live));
+    if (live == NULL) {
+        SSL_CTX_free(ctx);
+        et_logf(ET_LOG_WARN, "reload_failed", "why=out_of_memory");
+        return;
+    }
+    *live = *cfg;
+    /* What the listeners and workers were made with stays until a restart. */
+    const et_edge_config *was = &hub->cfg;
+    if (strcmp(cfg->tunnel_addr, was->tunnel_addr) != 0 ||
+        strcmp(cfg->http_addr, was->http_addr) != 0 || strcmp(cfg->tcp_bind, was->tcp_bind) != 0 ||
+        cfg->tcp_lo != was->tcp_lo || cfg->tcp_hi != was->tcp_hi || cfg->threads != was->threads)
+        et_logf(ET_LOG_WARN, "reload_partial",
+                "why=\"listener addresses, --tcp-ports and --threads change on restart only\"");
+    memcpy(live->tunnel_addr, was->tunnel_addr, sizeof(live->tunnel_addr));
+    memcpy(live->http_addr, was->http_addr, sizeof(live->http_addr));
+    memcpy(live->tcp_bind, was->tcp_bind, sizeof(live->tcp_bind));
+    live->tcp_lo = was->tcp_lo;
+    live->tcp_hi = was->tcp_hi;
+    live->threads = was->threads;
+    et_edge_config *old = atomic_exchange_explicit(&hub->live, live, memory_order_acq_rel);
+    et_engine_keep_until_cleanup(eng, old);
+    atomic_store_explicit(&eng->keepalive_ms, cfg->keepalive_ms, memory_order_relaxed);
+    atomic_store_explicit(&eng->max_streams, cfg->max_streams, memory_order_relaxed);
+    atomic_store_explicit(&eng->idle_timeout_ns, cfg->idle_timeout_ns, memory_order_relaxed);
+    et_engine_swap_ssl_ctx(eng, ctx);
+    et_logf(ET_LOG_INFO, "reloaded",
+            "rate_limit=%u rate_burst=%u max_tunnels=%u max_streams=%u max_client_conns=%u",
+            cfg->rate_per_min, cfg->rate_burst, cfg->max_tunnels, cfg->max_streams,
+            cfg->max_client_conns);
 }
 
 void et_edge_cleanup(et_engine *eng)
@@ -693,6 +736,7 @@ void et_edge_cleanup(et_engine *eng)
         }
         free(hub->ports);
         free(hub->client_conns);
+        free(atomic_load(&hub->live));
         for (size_t k = 0; k < TUNNEL_BUCKETS; k++) {
             while (hub->tunnels[k] != NULL) {
                 tunnel_entry *t = hub->tunnels[k];

@@ -61,7 +61,10 @@ typedef struct edge_sess {
 } edge_sess;
 
 typedef struct edge_hub {
-    et_edge_config cfg;
+    et_edge_config cfg; /* as started: the addresses and ports (a reload leaves them) */
+    /* The settings a reload may change (token key, limits, timeouts): read with edge_live();
+     * a reload publishes a new copy and keeps the old one until exit (et_engine_keep_...). */
+    _Atomic(et_edge_config *) live;
     pthread_mutex_t mu;
     edge_sess *sessions; /* each holds one session reference */
     unsigned nsessions;
@@ -104,6 +107,12 @@ typedef struct edge_worker {
 
 /* hub_of returns the edge hub of |eng|. */
 edge_hub *hub_of(et_engine *eng);
+
+/* edge_live returns the settings in force now (see edge_hub.live); any thread. */
+static inline const et_edge_config *edge_live(edge_hub *hub)
+{
+    return atomic_load_explicit(&hub->live, memory_order_acquire);
+}
 
 /* free_edge_sess frees an edge_sess (et_session.side). */
 void free_edge_sess(void *p);

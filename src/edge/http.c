@@ -175,7 +175,7 @@ static void open_http_stream(handoff *h)
     }
     if (et_stream_attach(s, h->fd, false) < 0)
         return;
-    s->origin_timeout_ns = hub->cfg.origin_timeout_ns;
+    s->origin_timeout_ns = edge_live(hub)->origin_timeout_ns;
     s->last_sent_ns = et_reactor_now(ts->w->r);
     if (et_timer_arm(ts->w->r, &s->origin_timer, s->last_sent_ns + s->origin_timeout_ns) < 0)
         et_logf(ET_LOG_WARN, "timer_failed", "what=origin_timeout");
@@ -224,7 +224,7 @@ static bool start_wait(http_conn *c, int status)
     et_reactor *r = c->w->r;
     uint64_t now = et_reactor_now(r);
     if (!c->waiting) {
-        uint64_t wait = hub->cfg.route_wait_ns;
+        uint64_t wait = edge_live(hub)->route_wait_ns;
         /* An unknown host waits only while this edge is new: later it is a plain 404. */
         if (wait == 0 || (status == 404 && now >= hub->started_ns + wait))
             return false;
@@ -389,6 +389,6 @@ void http_on_accept(et_worker *w, int fd)
         answer(c, 429, "client_limit"); /* this address has --max-client-conns open */
         return;
     }
-    if (et_timer_arm(w->r, &c->timer, et_reactor_now(w->r) + hub->cfg.head_timeout_ns) < 0)
+    if (et_timer_arm(w->r, &c->timer, et_reactor_now(w->r) + edge_live(hub)->head_timeout_ns) < 0)
         conn_end(c, true);
 }

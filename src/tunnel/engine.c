@@ -57,6 +57,37 @@ unsigned et_engine_post_all(et_engine *eng, et_msg_fn fn)
     return failed;
 }
 
+/* What a reload replaced: a TLS context or a block of settings, freed at cleanup. */
+typedef struct et_retired {
+    struct et_retired *next;
+    SSL_CTX *ctx; /* owned, or NULL */
+    void *mem;    /* owned, or NULL */
+} et_retired;
+
+static void retire(et_engine *eng, SSL_CTX *ctx, void *mem)
+{
+    et_retired *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        /* Leak rather than free what a worker may be reading. */
+        et_logf(ET_LOG_WARN, "retire_failed", "what=%s", ctx ? "tls_context" : "settings");
+        return;
+    }
+    r->ctx = ctx;
+    r->mem = mem;
+    r->next = eng->retired;
+    eng->retired = r;
+}
+
+void et_engine_swap_ssl_ctx(et_engine *eng, SSL_CTX *ctx)
+{
+    retire(eng, atomic_exchange(&eng->ssl_ctx, ctx), NULL);
+}
+
+void et_engine_keep_until_cleanup(et_engine *eng, void *p)
+{
+    retire(eng, NULL, p);
+}
+
 void et_worker_goaway(et_worker *w, uint32_t drain_ms, const char *text)
 {
     for (et_tsock *ts = w->tsocks; ts != NULL; ts = ts->next)
@@ -68,7 +99,7 @@ static void idle_check(et_stream *s, void *arg)
 {
     uint64_t now = *(const uint64_t *)arg;
     uint64_t last = s->last_sent_ns > s->last_recv_ns ? s->last_sent_ns : s->last_recv_ns;
-    if (now - last < s->w->eng->idle_timeout_ns)
+    if (now - last < atomic_load_explicit(&s->w->eng->idle_timeout_ns, memory_order_relaxed))
         return;
     ET_COUNT(s->w->eng->stats.idle_closed);
     et_logf(ET_LOG_INFO, "stream_idle", "uc=%u sid=%u idle_ms=%llu", s->uc, s->sid,
@@ -81,7 +112,8 @@ static void sweep_fire(et_reactor *r, et_timer *t)
     et_worker *w = ET_CONTAINER_OF(t, et_worker, sweep);
     uint64_t now = et_reactor_now(r);
     et_stream_table_sweep(w->streams, now);
-    if (w->eng->idle_timeout_ns != 0 && w != w->eng->control)
+    if (atomic_load_explicit(&w->eng->idle_timeout_ns, memory_order_relaxed) != 0 &&
+        w != w->eng->control)
         et_stream_table_each(w->streams, idle_check, &now);
     if (w == w->eng->control) {
         pthread_mutex_lock(&w->eng->reg_mu);
@@ -206,8 +238,14 @@ void et_engine_cleanup(et_engine *eng)
     et_stream_table_free(eng->reg);
     eng->reg = NULL;
     pthread_mutex_destroy(&eng->reg_mu);
-    SSL_CTX_free(eng->ssl_ctx);
-    eng->ssl_ctx = NULL;
+    SSL_CTX_free(atomic_exchange(&eng->ssl_ctx, NULL));
+    while (eng->retired != NULL) {
+        et_retired *r = eng->retired;
+        eng->retired = r->next;
+        SSL_CTX_free(r->ctx);
+        free(r->mem);
+        free(r);
+    }
 }
 
 static const char *reason_name(unsigned slot)

@@ -55,7 +55,8 @@ int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind, et_str
     *out = NULL;
     et_engine *eng = ts->w->eng;
     uint32_t open = atomic_fetch_add(&ts->sess->nstreams, 1);
-    if (eng->max_streams != 0 && open >= eng->max_streams) {
+    uint32_t max = atomic_load_explicit(&eng->max_streams, memory_order_relaxed);
+    if (max != 0 && open >= max) {
         atomic_fetch_sub(&ts->sess->nstreams, 1);
         ET_COUNT(eng->stats.limit_streams);
         return ET_E_LIMIT;

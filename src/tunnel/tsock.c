@@ -110,7 +110,7 @@ et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role)
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
         et_addr_format((struct sockaddr *)&ss, ts->peer, sizeof(ts->peer));
 
-    ts->ssl = SSL_new(w->eng->ssl_ctx);
+    ts->ssl = SSL_new(atomic_load_explicit(&w->eng->ssl_ctx, memory_order_acquire));
     if (ts->ssl == NULL || !SSL_set_fd(ts->ssl, fd) ||
         et_frame_reader_init(&ts->rd, ET_FRAME_MAX_DEFAULT, READ_SIZE) < 0 ||
         et_sock_set_nodelay(fd) < 0)
