@@ -489,12 +489,13 @@ int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
     eng->side_state = os;
     os->cfg = *cfg;
     pthread_mutex_init(&os->mu, NULL);
-    os->cur = gen_new(eng, 1);
-    ET_ENSURE(os->cur != NULL, ET_E_NOMEM);
+    gen *first = gen_new(eng, 1);
+    ET_ENSURE(first != NULL, ET_E_NOMEM);
+    os->cur = first; /* from the start on, read and written under os->mu */
     ET_GUARD(et_engine_start(eng));
-    ET_GUARD(gen_dial(os->cur));
+    ET_GUARD(gen_dial(first));
     et_logf(ET_LOG_INFO, "starting", "edge=%s sockets=%u threads=%u", cfg->edge_addr,
-            os->cur->nslots, eng->nworkers);
+            first->nslots, eng->nworkers);
     return ET_OK;
 }
 
