@@ -21,7 +21,7 @@ static void usage(FILE *f)
 {
     fputs("usage: edged [--tunnel ADDR] --cert FILE --key FILE --token-key FILE\n"
           "             [--http ADDR] [--origin-timeout DURATION] [--head-timeout DURATION]\n"
-          "             [--keepalive DURATION]\n"
+          "             [--keepalive DURATION] [--admin ADDR]\n"
           "             [--tcp-ports LO-HI] [--tcp-bind ADDR] [--threads N]\n"
           "             [--log-format text|json] [--log-level debug|info|warn|error]\n"
           "       edged token --token-key FILE --name NAME [--http HOST]... [--tcp PORT]...\n"
@@ -32,6 +32,8 @@ static void usage(FILE *f)
           "  --http ADDR       public HTTP listener, routed by Host (e.g. 0.0.0.0:8080)\n"
           "  --origin-timeout  504 when the origin has not answered in time (default 30s)\n"
           "  --head-timeout    408 when a request head is not complete in time (default 10s)\n"
+          "  --admin ADDR      admin API: /healthz /readyz /metrics /api/v1/tunnels\n"
+          "                    /api/tunnel/NAME/health, POST /api/v1/push (e.g. 127.0.0.1:7070)\n"
           "  --keepalive DUR   a tunnel socket silent this long is dead (default 15s; PING\n"
           "                    every third of it)\n"
           "  --dev             development edge on loopback: self-signed certificate and token\n"
@@ -122,6 +124,7 @@ int main(int argc, char **argv)
         {"dev", no_argument, NULL, 'D'},
         {"keepalive", required_argument, NULL, 'A'},
         {"dev-port", required_argument, NULL, 'P'},
+        {"admin", required_argument, NULL, 'a'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -133,7 +136,7 @@ int main(int argc, char **argv)
     cfg.origin_timeout_ns = 30ull * 1000000000ull;
     cfg.head_timeout_ns = 10ull * 1000000000ull;
     cfg.keepalive_ms = 5000; /* a dead peer is noticed within 15 s */
-    const char *cert = NULL, *key = NULL, *token_key = NULL;
+    const char *cert = NULL, *key = NULL, *token_key = NULL, *admin = NULL;
     bool dev = false;
     unsigned long dev_port = 3000;
     et_log_format fmt = ET_LOG_TEXT;
@@ -168,6 +171,7 @@ int main(int argc, char **argv)
             break;
         }
         case 'P': rv = et_cli_port(optarg, &dev_port); break;
+        case 'a': admin = optarg; break;
         case 'V': printf("edged %s (protocol %d)\n", ET_VERSION, ET_VERSION_PROTOCOL); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -206,9 +210,13 @@ int main(int argc, char **argv)
     et_cli_block_signals(&set);
     static et_engine eng;
     int rv = et_edge_start(&eng, &cfg, ctx);
+    if (rv == ET_OK && admin != NULL)
+        rv = et_edge_admin_start(&eng, admin);
     int status = 1;
     if (rv == ET_OK) {
+        et_edge_admin_set_ready(&eng, true);
         int sig = et_cli_wait_signal(&set);
+        et_edge_admin_set_ready(&eng, false);
         et_logf(ET_LOG_INFO, "stopping", "signal=%d", sig);
         status = 0;
     } else {
@@ -216,6 +224,7 @@ int main(int argc, char **argv)
                 et_error_where());
     }
     et_engine_stop(&eng);
+    et_edge_admin_stop(&eng); /* before cleanup: what it posted to the workers is delivered */
     et_engine_log_stats(&eng);
     et_edge_cleanup(&eng);
     return status;

@@ -435,6 +435,7 @@ static const et_side_ops edge_ops = {
     .on_open = NULL,
     .on_tsock_closed = edge_on_closed,
     .on_tls_done = NULL,
+    .on_control_frame = et_edge_control_frame, /* admin.c */
 };
 
 /* --- start / stop ----------------------------------------------------------------------- */

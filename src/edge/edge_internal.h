@@ -88,6 +88,10 @@ http_route *http_route_get(edge_hub *hub, const char *pattern, size_t len);
 /* http_route_free_all frees every route (shutdown). */
 void http_route_free_all(edge_hub *hub);
 
+/* et_edge_control_frame handles HEALTH_ANSWER for the admin API (admin.c): the side's
+ * on_control_frame hook. */
+void et_edge_control_frame(et_tsock *ts, const et_frame *f, const et_msg *m);
+
 /* http_on_accept handles one accepted public HTTP connection on |w| (http.c). */
 void http_on_accept(et_worker *w, int fd);
 

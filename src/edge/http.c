@@ -55,6 +55,7 @@ static void answer(http_conn *c, int status, const char *why)
     int n = et_http_error_response(status, page, sizeof(page));
     et_logf(ET_LOG_INFO, "http_answer", "status=%d why=%s", status, why);
     ET_COUNT(eng->stats.public_refused);
+    ET_COUNT(eng->stats.http_answers[et_http_status_slot(status)]);
     if (n > 0)
         (void)send(c->fd, page, (size_t)n, MSG_NOSIGNAL);
     shutdown(c->fd, SHUT_WR);
@@ -93,6 +94,7 @@ static void open_http_stream(handoff *h)
         et_logf(ET_LOG_INFO, "http_answer", "status=503 why=socket_gone");
         char page[512];
         int n = et_http_error_response(503, page, sizeof(page));
+        ET_COUNT(eng->stats.http_answers[et_http_status_slot(503)]);
         if (n > 0)
             (void)send(h->fd, page, (size_t)n, MSG_NOSIGNAL);
         close(h->fd);

@@ -1,0 +1,168 @@
+"""The admin API of edged (--admin) and originctl (--admin, `originctl status`), end to end:
+real processes, real sockets, /metrics read through a strict Prometheus text parser
+(admin_helpers.py), every JSON answer parsed."""
+import json
+import socket
+import time
+
+from admin_helpers import (
+    admin_get, admin_json, metrics, parse_prometheus, raw_exchange, with_admin,
+)
+from http_helpers import get, start_http_edge, start_http_origin, HttpOrigin
+from tunnel import (
+    LOCAL, MiB, EchoService, SourceService, abort, connect, read_stream, wait_until,
+)
+
+
+def http_tunnel(edge, origin, services, name="adm", hosts=("adm.example",), extra_origin=()):
+    """edged with --http and --admin, and an origin serving `hosts` from an HttpOrigin."""
+    web = services.add(HttpOrigin(label=name))
+    e, port = with_admin(start_http_edge, edge)
+    token = e.token(name, hosts=list(hosts))
+    o = start_http_origin(origin, e, token, {h: web.port for h in hosts}, name=name,
+                          extra=extra_origin)
+    return e, port, o, web
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. edged --admin: healthz, readyz, metrics, tunnels; bad requests
+
+
+def test_admin_endpoints_and_errors(edge):
+    e, port = with_admin(edge, ports=1)
+    st, hdrs, body = admin_get(port, "/healthz")
+    assert (st, body) == (200, b"ok\n")
+    assert hdrs.get("connection") == "close"
+    st, _, body = admin_get(port, "/readyz")
+    assert (st, body) == (200, b"ready\n")
+    assert admin_json(port, "/api/v1/tunnels") == {"tunnels": []}
+    m = metrics(port)
+    assert m.value("edgetunnel_tunnels_connected") == 0
+    assert m.value("edgetunnel_sockets_connected") == 0
+
+    st, _, _ = admin_get(port, "/nope")
+    assert st == 404
+    st, hdrs, _ = admin_get(port, "/metrics", method="POST", body=b"")
+    assert st == 405 and hdrs.get("allow") == "GET"
+    st, hdrs, _ = admin_get(port, "/api/v1/push")
+    assert st == 405 and hdrs.get("allow") == "POST"
+    assert admin_json(port, "/api/tunnel/nosuch/health", status=404) == {"error": "unknown tunnel"}
+    assert admin_json(port, "/api/tunnel/bad%20name/health", status=404)["error"]
+
+    # Malformed heads, sizes, slow clients: answered by the server itself, then closed.
+    st, _ = raw_exchange(port, b"GARBAGE\r\n\r\n")
+    assert st == 400
+    st, _ = raw_exchange(port, b"GET /healthz HTTP/1.1\r\n\r\n")  # no Host
+    assert st == 400
+    st, _ = raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 17000 +
+                         b"\r\n\r\n")
+    assert st == 431
+    st, _ = raw_exchange(port, b"POST /api/v1/push HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: 100000\r\n\r\n")
+    assert st == 413
+    st, _ = raw_exchange(port, b"POST /api/v1/push HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert st == 411
+    t0 = time.monotonic()
+    st, _ = raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost:", timeout=30)
+    assert st == 408 and time.monotonic() - t0 >= 4.0
+    # Still serving after all that.
+    assert admin_get(port, "/healthz")[0] == 200
+    assert e.proc.alive()
+
+
+def test_metrics_and_tunnels_follow_traffic(edge, origin, services):
+    e, port, o, web = http_tunnel(edge, origin, services)
+    before = metrics(port)
+    assert before.value("edgetunnel_tunnels_connected") == 1
+    assert before.value("edgetunnel_sessions_connected") == 1
+    assert before.value("edgetunnel_sockets_connected") == 5  # control + 4 data
+
+    n = 5
+    for i in range(n):
+        st, _, body = get(e.http_port, "adm.example", f"/blob/{i}/{256 * 1024}")
+        assert st == 200 and len(body) == 256 * 1024
+    st, _, _ = get(e.http_port, "unknown.example", "/")
+    assert st == 404
+
+    after = wait_until(
+        lambda: (lambda m: m if m.value("edgetunnel_streams_closed_total",
+                                        outcome="finished") >= before.value(
+            "edgetunnel_streams_closed_total", outcome="finished") + n else None)(metrics(port)),
+        20, "finished streams in /metrics")
+    assert after.value("edgetunnel_streams_opened_total") == \
+        before.value("edgetunnel_streams_opened_total") + n
+    got = after.value("edgetunnel_bytes_total", direction="from_peer") - \
+        before.value("edgetunnel_bytes_total", direction="from_peer")
+    assert got >= n * 256 * 1024, got
+    assert after.value("edgetunnel_bytes_total", direction="to_peer") > \
+        before.value("edgetunnel_bytes_total", direction="to_peer")
+    assert after.value("edgetunnel_public_answers_total", code=404) == \
+        before.value("edgetunnel_public_answers_total", code=404) + 1
+    assert after.value("edgetunnel_streams_open") == 0
+
+    t = admin_json(port, "/api/v1/tunnels")["tunnels"]
+    assert len(t) == 1, t
+    t = t[0]
+    assert t["name"] == "adm" and t["session"] == o.session and t["legacy"] is False
+    assert t["routes"] == {"http": ["adm.example"], "tcp": []}
+    roles = sorted(s["role"] for s in t["sockets"])
+    assert roles == ["control", "data", "data", "data", "data"], t["sockets"]
+    assert all(s["state"] == "ready" and s["peer"].startswith(LOCAL) for s in t["sockets"])
+    assert t["peer"].startswith(LOCAL + ":")
+    assert t["streams"]["total"] == n and t["streams"]["open"] == 0
+    assert t["bytes"]["from_origin"] >= n * 256 * 1024
+    assert t["bytes"]["to_origin"] > 0
+
+
+def test_cancel_metrics_by_path_and_histogram(edge, origin, services):
+    svc = services.add(SourceService(1 << 40, seed=7))  # endless
+    e, port = with_admin(edge, ports=1)
+    token = e.token("cancels", tcp=e.ports)
+    origin(e, token, {e.ports[0]: svc.port})
+    before = metrics(port)
+    rounds = 3
+    for i in range(rounds):
+        c = connect(e.ports[0])
+        r = read_stream(c, time.monotonic() + 60, limit=MiB, upto=MiB)
+        assert r.error is None and r.count == MiB, r.error
+        abort(c)
+        rec = svc.wait_conns(i + 1)[i]
+        wait_until(lambda: rec.error is not None, 30, "the service to see the reset")
+    e.proc.wait_event("cancel_ack", 30, count=rounds)
+    m = metrics(port)
+    sent = m.value("edgetunnel_cancels_total", direction="sent", path="control") - \
+        before.value("edgetunnel_cancels_total", direction="sent", path="control")
+    assert sent >= rounds, sent
+    assert m.value("edgetunnel_cancels_total", direction="sent", path="data") == 0
+    count = m.value("edgetunnel_cancel_delivery_seconds_count")
+    assert count - before.value("edgetunnel_cancel_delivery_seconds_count") >= rounds
+    assert m.value("edgetunnel_cancel_delivery_seconds_sum") > 0
+    assert m.value("edgetunnel_streams_closed_total", outcome="cancelled") >= rounds
+
+
+def test_parser_rejects_bad_expositions():
+    """The parser the tests rely on must fail on what it claims to catch."""
+    good = ("# HELP a_total x\n# TYPE a_total counter\na_total{k=\"v\"} 1\n"
+            "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"+Inf\"} 2\n"
+            "h_sum 0.3\nh_count 2\n")
+    parse_prometheus(good)
+    bad = [
+        good[:-1],  # no final newline
+        "a_total 1\n",  # no TYPE
+        "# TYPE a counter\na 1\n",  # counter without _total
+        "# TYPE a_total counter\na_total{k=v} 1\n",  # unquoted label
+        "# TYPE a_total counter\na_total{k=\"v\",} 1\n",  # trailing comma
+        "# TYPE a_total counter\na_total{k=\"v\"} 1\na_total{k=\"v\"} 2\n",  # duplicate
+        "# TYPE a_total counter\na_total one\n",  # bad value
+        good.replace("h_bucket{le=\"+Inf\"} 2", "h_bucket{le=\"+Inf\"} 0"),  # not cumulative
+        good.replace("h_count 2", "h_count 3"),  # +Inf != _count
+        good.replace("h_bucket{le=\"+Inf\"} 2\n", ""),  # no +Inf
+        "# TYPE 1a gauge\n1a 1\n",  # bad name
+    ]
+    for text in bad:
+        try:
+            parse_prometheus(text)
+        except AssertionError:
+            continue
+        raise AssertionError(f"accepted {text!r}")
