@@ -44,6 +44,18 @@ typedef struct et_origin_config {
  * (ownership taken), starts the workers and dials every socket of the pool. */
 ET_MUST_USE int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx);
 
+/* et_origin_config_of returns the configuration |eng| runs with (owned by the engine). */
+const et_origin_config *et_origin_config_of(et_engine *eng);
+
+/* et_origin_session returns the origin's one session (owned by the engine; the fields under
+ * its mutex need it). */
+et_session *et_origin_session(et_engine *eng);
+
+/* et_origin_control_frame handles HEALTH (probes the local services, answers HEALTH_ANSWER)
+ * and PUSH (logged; understood config applied) on |ts|'s worker (control.c): the side's
+ * on_control_frame hook. */
+void et_origin_control_frame(et_tsock *ts, const et_frame *f, const et_msg *m);
+
 /* et_origin_cleanup frees what et_origin_start set up, after et_engine_stop. */
 void et_origin_cleanup(et_engine *eng);
 

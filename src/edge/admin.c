@@ -54,8 +54,8 @@ typedef struct frame_msg {
     uint8_t action;
     uint32_t id;
     uint8_t kind;
-    char topic[ET_TOPIC_MAX + 1];
-    char *body; /* owned (PUSH) */
+    char topic[ET_HOST_MAX + 1]; /* PUSH: the topic; HEALTH: the host to probe */
+    char *body;                  /* owned (PUSH) */
     size_t body_len;
 } frame_msg;
 
@@ -70,6 +70,7 @@ static void frame_msg_run(et_reactor *r, void *arg)
     memset(&m, 0, sizeof(m));
     if (fm->action == ET_A_HEALTH) {
         m.health.probe_id = fm->id;
+        m.health.host = (et_bytes){(const uint8_t *)fm->topic, strlen(fm->topic)};
         if (st >= ET_TS_READY && st != ET_TS_CLOSED)
             (void)et_tsock_queue(ts, &h, &m);
     } else if (st < ET_TS_READY || st == ET_TS_CLOSED) {
@@ -377,6 +378,19 @@ static bool name_ok(const char *p, size_t n)
     return true;
 }
 
+static bool host_ok(const char *h)
+{
+    size_t n = strlen(h);
+    if (n > ET_HOST_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = h[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
 /* tunnel_known says whether a route names |name| (a tunnel that was connected once); under
  * hub->mu. */
 static bool tunnel_known(edge_hub *hub, const char *name)
@@ -392,7 +406,8 @@ static bool tunnel_known(edge_hub *hub, const char *name)
     return false;
 }
 
-static int get_health(edge_admin *a, const char *name, et_httpd_conn *conn, et_httpd_resp *resp)
+static int get_health(edge_admin *a, const char *name, const char *host, et_httpd_conn *conn,
+                      et_httpd_resp *resp)
 {
     edge_hub *hub = hub_of(a->eng);
     et_tsock *ts = NULL;
@@ -432,6 +447,7 @@ static int get_health(edge_admin *a, const char *name, et_httpd_conn *conn, et_h
     snprintf(p->tunnel, sizeof(p->tunnel), "%s", name);
     et_timer_init(&p->timer, probe_timeout);
     *fm = (frame_msg){ts, ET_A_HEALTH, p->id, 0, {0}, NULL, 0};
+    snprintf(fm->topic, sizeof(fm->topic), "%s", host);
     et_reactor *r = et_httpd_reactor(a->httpd);
     if (et_timer_arm(r, &p->timer, et_reactor_now(r) + PROBE_TIMEOUT_NS) < 0 || !post_frame(fm)) {
         et_timer_cancel(r, &p->timer);
@@ -593,7 +609,17 @@ static int handle(void *arg, const et_httpd_req *req, et_httpd_resp *resp)
         }
         memcpy(name, p + np, len);
         name[len] = '\0';
-        return get_health(a, name, req->conn, resp);
+        /* ?host=NAME probes the route of that host only */
+        const char *host = "";
+        if (strncmp(req->query, "host=", 5) == 0)
+            host = req->query + 5;
+        else if (req->query[0] != '\0')
+            host = NULL;
+        if (host == NULL || !host_ok(host)) {
+            json_error(resp, 400, "the only parameter is host=NAME");
+            return ET_OK;
+        }
+        return get_health(a, name, host, req->conn, resp);
     }
     return ET_OK;
 }

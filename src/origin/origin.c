@@ -296,6 +296,7 @@ static const et_side_ops origin_ops = {
     .on_open = origin_open,
     .on_tsock_closed = origin_closed,
     .on_tls_done = origin_tls_done,
+    .on_control_frame = et_origin_control_frame, /* control.c */
 };
 
 int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
@@ -331,6 +332,16 @@ int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
     et_logf(ET_LOG_INFO, "starting", "edge=%s sockets=%u threads=%u", cfg->edge_addr, os->nslots,
             eng->nworkers);
     return ET_OK;
+}
+
+const et_origin_config *et_origin_config_of(et_engine *eng)
+{
+    return &state_of(eng)->cfg;
+}
+
+et_session *et_origin_session(et_engine *eng)
+{
+    return state_of(eng)->sess;
 }
 
 void et_origin_cleanup(et_engine *eng)

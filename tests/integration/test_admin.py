@@ -2,6 +2,8 @@
 real processes, real sockets, /metrics read through a strict Prometheus text parser
 (admin_helpers.py), every JSON answer parsed."""
 import json
+import os
+import signal
 import socket
 import time
 
@@ -10,7 +12,7 @@ from admin_helpers import (
 )
 from http_helpers import get, start_http_edge, start_http_origin, HttpOrigin
 from tunnel import (
-    LOCAL, MiB, EchoService, SourceService, abort, connect, read_stream, wait_until,
+    LOCAL, MiB, EchoService, SourceService, abort, connect, free_port, read_stream, wait_until,
 )
 
 
@@ -166,3 +168,54 @@ def test_parser_rejects_bad_expositions():
         except AssertionError:
             continue
         raise AssertionError(f"accepted {text!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Tunnel health: a HEALTH frame makes originctl probe its local services
+
+
+def test_tunnel_health_probes_the_origin(edge, origin, services):
+    dead = free_port()  # nothing listens here: the probe of that route is refused
+    web = services.add(HttpOrigin(label="health"))
+    e, port = with_admin(start_http_edge, edge)
+    token = e.token("hl", hosts=["up.example", "down.example"])
+    o = start_http_origin(origin, e, token, {"up.example": web.port}, name="hl",
+                          extra=["--http", f"down.example=http://{LOCAL}:{dead}"])
+    e.proc.wait_event("http_route", host="down.example")
+
+    j = admin_json(port, "/api/tunnel/hl/health?host=up.example")
+    assert j["tunnel"] == "hl" and j["status"] == "ok", j
+    assert j["latency_us"] >= 0 and f"{LOCAL}:{web.port} ok" in j["detail"], j
+
+    j = admin_json(port, "/api/tunnel/hl/health?host=down.example", status=503)
+    assert j["status"] == "refused" and f"{LOCAL}:{dead} refused" in j["detail"], j
+
+    j = admin_json(port, "/api/tunnel/hl/health", status=503)  # every route: one is down
+    assert j["status"] == "refused", j
+    assert f"{LOCAL}:{web.port} ok" in j["detail"] and f"{LOCAL}:{dead} refused" in j["detail"]
+
+    j = admin_json(port, "/api/tunnel/hl/health?host=other.example", status=503)
+    assert j["status"] == "no_route", j
+    assert admin_json(port, "/api/tunnel/hl/health?x=1", status=400)["error"]
+
+    o.proc.wait_event("health_probe", count=4)
+    m = metrics(port)
+    assert m.value("edgetunnel_health_probes_total", result="ok") == 1
+    assert m.value("edgetunnel_health_probes_total", result="refused") == 2
+    assert m.value("edgetunnel_health_probes_total", result="no_route") == 1
+
+    # An origin that does not answer (stopped): 503 no_answer, in bounded time.
+    os.kill(o.proc.pid, signal.SIGSTOP)
+    try:
+        j = admin_json(port, "/api/tunnel/hl/health", status=503, timeout=20)
+        assert j["status"] == "no_answer", j
+    finally:
+        os.kill(o.proc.pid, signal.SIGCONT)
+    assert metrics(port).value("edgetunnel_health_probes_total", result="no_answer") == 1
+
+    # Known tunnel, no session: 503 not_connected.
+    assert o.proc.stop() == 0
+    e.proc.wait_event("session_down", tunnel="hl")
+    j = admin_json(port, "/api/tunnel/hl/health", status=503)
+    assert j["status"] == "not_connected", j
+    assert e.proc.alive()
