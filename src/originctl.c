@@ -21,6 +21,8 @@ static void usage(FILE *f)
         "             [--http HOST=http://ADDR:PORT]... [--tcp PUBLIC_PORT=HOST:PORT]...\n"
         "             [--proxy-protocol] [--data-conns N] [--no-control]\n"
         "             [--threads N] [--log-format text|json] [--log-level LEVEL]\n"
+        "             [--admin ADDR]\n"
+        "       originctl status [--admin ADDR] [--json]\n"
         "       originctl --version | --help\n"
         "\n"
         "  --http photos.example.com=http://127.0.0.1:3000\n"
@@ -29,7 +31,9 @@ static void usage(FILE *f)
         "  --proxy-protocol          send a PROXY protocol v2 header to the local service first\n"
         "  --data-conns N            data sockets in the pool (default 4, at most 16)\n"
         "  --no-control              legacy mode: no control socket, cancels on data sockets\n"
-        "  --insecure                do not verify the edge (development only)\n",
+        "  --insecure                do not verify the edge (development only)\n"
+        "  --admin ADDR              admin API: /healthz /metrics /status (e.g. 127.0.0.1:7071;\n"
+        "                            `originctl status` asks 127.0.0.1:7071 unless told)\n",
         f);
 }
 
@@ -122,10 +126,12 @@ static int connect_main(int argc, char **argv)
         {"threads", required_argument, NULL, 'n'},
         {"log-format", required_argument, NULL, 'f'},
         {"log-level", required_argument, NULL, 'l'},
+        {"admin", required_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static et_origin_config cfg;
+    const char *admin = NULL;
     cfg.data_conns = 4;
     cfg.threads = et_cli_threads();
     et_tls_client_opts tls = {0};
@@ -164,6 +170,7 @@ static int connect_main(int argc, char **argv)
             break;
         case 'f': rv = et_cli_log_format(optarg, &fmt); break;
         case 'l': rv = et_cli_log_level(optarg, &level); break;
+        case 'a': admin = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -191,6 +198,8 @@ static int connect_main(int argc, char **argv)
     et_cli_block_signals(&set);
     static et_engine eng;
     int rv = et_origin_start(&eng, &cfg, ctx);
+    if (rv == ET_OK && admin != NULL)
+        rv = et_origin_admin_start(&eng, admin);
     int status = 1;
     if (rv == ET_OK) {
         int sig = et_cli_wait_signal(&set);
@@ -201,6 +210,7 @@ static int connect_main(int argc, char **argv)
                 et_error_where());
     }
     et_engine_stop(&eng);
+    et_origin_admin_stop(&eng);
     et_engine_log_stats(&eng);
     et_origin_cleanup(&eng);
     return status;
@@ -218,6 +228,8 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "connect") == 0)
         return connect_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "status") == 0)
+        return et_origin_status_main(argc - 1, argv + 1);
     usage(stderr);
     return 2;
 }

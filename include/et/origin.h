@@ -56,6 +56,19 @@ et_session *et_origin_session(et_engine *eng);
  * on_control_frame hook. */
 void et_origin_control_frame(et_tsock *ts, const et_frame *f, const et_msg *m);
 
+/* et_origin_admin_start serves originctl's admin API (/healthz, /metrics, /status) on |addr|
+ * from a thread of its own, for origin |eng| (started). Returns ET_OK or an error (logged). */
+ET_MUST_USE int et_origin_admin_start(et_engine *eng, const char *addr);
+
+/* et_origin_admin_stop stops and frees the admin server of |eng|, before et_origin_cleanup;
+ * nothing when none runs. */
+void et_origin_admin_stop(et_engine *eng);
+
+/* et_origin_status_main implements `originctl status [--admin ADDR] [--json]`: asks a running
+ * originctl's admin listener for /status and prints it (a table, or the JSON). Returns the
+ * process exit status. */
+int et_origin_status_main(int argc, char **argv);
+
 /* et_origin_cleanup frees what et_origin_start set up, after et_engine_stop. */
 void et_origin_cleanup(et_engine *eng);
 

@@ -174,7 +174,7 @@ static const char *state_name(uint8_t st)
 
 static json_t *sock_json(et_tsock *ts)
 {
-    return json_pack("{s:i,s:s,s:s,s:s,s:i}", "id", (json_int_t)ts->id, "role",
+    return json_pack("{s:I,s:s,s:s,s:s,s:I}", "id", (json_int_t)ts->id, "role",
                      ts->role == ET_ROLE_CONTROL ? "control" : "data", "state",
                      state_name(atomic_load(&ts->state)), "peer", ts->peer, "rtt_us",
                      (json_int_t)atomic_load(&ts->rtt_us));
@@ -212,7 +212,7 @@ static json_t *session_json(edge_hub *hub, edge_sess *es)
                     json_array_append_new(http, json_string(r->pattern));
     uint64_t opened = atomic_load(&s->streams_opened), closed = atomic_load(&s->streams_closed);
     return json_pack(
-        "{s:s,s:s,s:b,s:o,s:o,s:{s:i,s:i},s:{s:i,s:i},s:{s:i,s:i},s:{s:o,s:o}}", "name", s->tunnel,
+        "{s:s,s:s,s:b,s:o,s:o,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I},s:{s:o,s:o}}", "name", s->tunnel,
         "session", hex, "legacy", s->legacy, "peer", jpeer, "sockets", socks, "streams", "open",
         (json_int_t)(opened >= closed ? opened - closed : 0), "total", (json_int_t)opened, "bytes",
         "to_origin", (json_int_t)atomic_load(&s->bytes_to_peer), "from_origin",
@@ -335,7 +335,7 @@ static void answer_run(et_reactor *r, void *arg)
                 p->tunnel, p->id, health_status_name(st), am->latency_us);
         et_httpd_resp resp;
         json_answer(&resp, st == ET_HS_OK ? 200 : 503,
-                    json_pack("{s:s,s:s,s:i,s:s}", "tunnel", p->tunnel, "status",
+                    json_pack("{s:s,s:s,s:I,s:s}", "tunnel", p->tunnel, "status",
                               health_status_name(st), "latency_us", (json_int_t)am->latency_us,
                               "detail", am->detail));
         probe_done(p, &resp);
@@ -556,7 +556,7 @@ static void post_push(edge_admin *a, const et_httpd_req *req, et_httpd_resp *res
     free(body);
     json_decref(j);
     json_answer(resp, 202,
-                json_pack("{s:i,s:i,s:i,s:o,s:o}", "push_id", (json_int_t)id, "sessions",
+                json_pack("{s:I,s:I,s:I,s:o,s:o}", "push_id", (json_int_t)id, "sessions",
                           (json_int_t)nsess, "failed", (json_int_t)nfailed, "tunnels", sent,
                           "not_connected", missing));
 }

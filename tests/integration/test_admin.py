@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 
 from admin_helpers import (
@@ -219,3 +220,69 @@ def test_tunnel_health_probes_the_origin(edge, origin, services):
     j = admin_json(port, "/api/tunnel/hl/health", status=503)
     assert j["status"] == "not_connected", j
     assert e.proc.alive()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. originctl --admin and `originctl status`
+
+
+def run_status(bindir, port, *args):
+    r = subprocess.run([str(bindir / "originctl"), "status", "--admin", f"{LOCAL}:{port}", *args],
+                       capture_output=True, timeout=30)
+    return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+def test_originctl_admin_and_status(bindir, edge, origin, services):
+    svc = services.add(EchoService())
+    e = edge(ports=1)
+    token = e.token("st", tcp=e.ports)
+    o, oport = with_admin(origin, e, token, {e.ports[0]: svc.port})
+
+    # Traffic first, so the counters have something to show.
+    c = connect(e.ports[0])
+    c.sendall(b"x" * 1000)
+    got = b""
+    for _ in range(1000):
+        if len(got) >= 1000:
+            break
+        chunk = c.recv(4096)
+        assert chunk
+        got += chunk
+    c.close()
+
+    def done():
+        j = admin_json(oport, "/status")
+        return j if j["streams"]["total"] >= 1 and j["streams"]["open"] == 0 else None
+
+    j = wait_until(done, 20, "the stream to end in /status")
+    assert j["session"] == o.session and j["edge"] == e.addr and j["legacy"] is False
+    assert j["sockets_ready"] == 5 and j["sockets_wanted"] == 5
+    assert sorted(s["role"] for s in j["sockets"]) == ["control"] + ["data"] * 4
+    assert all(s["state"] == "ready" and s["rtt_us"] > 0 for s in j["sockets"]), j["sockets"]
+    assert j["bytes"]["from_edge"] >= 1000 and j["bytes"]["to_edge"] >= 1000, j["bytes"]
+    assert set(j["cancels"]) == {"received", "sent", "acks"}
+
+    m = metrics(oport)
+    assert m.value("edgetunnel_sockets_connected") == 5
+    assert m.value("edgetunnel_streams_opened_total") >= 1
+    assert m.value("edgetunnel_bytes_total", direction="from_peer") >= 1000
+    assert admin_get(oport, "/healthz")[0] == 200
+    assert admin_get(oport, "/nope")[0] == 404
+    assert admin_get(oport, "/status", method="POST", body=b"")[0] == 405
+
+    rc, out, err = run_status(bindir, oport)
+    assert rc == 0, err
+    assert f"session   {o.session}" in out, out
+    assert "sockets   5 of 5 ready" in out, out
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("  ") and "ms" in ln]
+    assert len(rows) == 5 and all(r[2] == "ready" for r in rows), out
+    assert "streams   0 open" in out and "cancels   received" in out, out
+
+    rc, out, err = run_status(bindir, oport, "--json")
+    assert rc == 0, err
+    js = json.loads(out)
+    assert js["session"] == o.session and len(js["sockets"]) == 5
+
+    # Nobody listening: a clear failure, not a hang.
+    rc, out, err = run_status(bindir, free_port())
+    assert rc == 1 and "cannot reach" in err, (rc, out, err)
