@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "et/log.h"
 #include "et/logf.h"
 #include "et/tls.h"
 #include "et/token.h"
@@ -213,37 +214,25 @@ static void on_health(et_tsock *ts, const et_health *hm)
         answer(p, ET_HS_ERROR, "");
 }
 
-/* printable copies the |n| bytes at |p| into |out| with anything but printable ASCII as '?'
- * (they go into a log line). */
-static void printable(char *out, size_t cap, const uint8_t *p, size_t n)
-{
-    size_t k = n < cap - 1 ? n : cap - 1;
-    for (size_t i = 0; i < k; i++)
-        out[i] = p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\' ? (char)p[i] : '?';
-    out[k] = '\0';
-}
-
 static void on_push(et_tsock *ts, const et_push *pm)
 {
     et_engine *eng = ts->w->eng;
     ET_COUNT(eng->stats.push_received);
-    char topic[ET_TOPIC_MAX + 1], body[ET_PUSH_BODY_MAX + 1];
-    printable(topic, sizeof(topic), pm->topic.p, pm->topic.n);
-    printable(body, sizeof(body), pm->body.p, pm->body.n);
     const char *kind = pm->kind == ET_PUSH_NOTICE ? "notice" : "config";
-    et_logf(ET_LOG_INFO, "push", "push_id=%u kind=%s topic=%s body=\"%s\"", pm->push_id, kind,
-            topic, body);
+    /* topic and body are text from the network: the typed logger escapes them */
+    et_log(ET_LOG_INFO, "push", ET_KV_UINT("push_id", pm->push_id), ET_KV_STR("kind", kind),
+           ET_KV_STRN("topic", pm->topic.p, pm->topic.n),
+           ET_KV_STRN("body", pm->body.p, pm->body.n));
     if (pm->kind != ET_PUSH_CONFIG)
         return;
-    const char *why;
-    if (strcmp(topic, "rate_limit") == 0)
+    const char *why = "unknown topic";
+    if (pm->topic.n == 10 && memcmp(pm->topic.p, "rate_limit", 10) == 0)
         why = "the edge enforces rate limits on new streams";
-    else if (strcmp(topic, "drain") == 0)
+    else if (pm->topic.n == 5 && memcmp(pm->topic.p, "drain", 5) == 0)
         why = "draining is not part of this build";
-    else
-        why = "unknown topic";
-    et_logf(ET_LOG_INFO, "push_config", "push_id=%u topic=%s applied=0 why=\"%s\"", pm->push_id,
-            topic, why);
+    et_log(ET_LOG_INFO, "push_config", ET_KV_UINT("push_id", pm->push_id),
+           ET_KV_STRN("topic", pm->topic.p, pm->topic.n), ET_KV_INT("applied", 0),
+           ET_KV_STR("why", why));
 }
 
 void et_origin_control_frame(et_tsock *ts, const et_frame *f, const et_msg *m)

@@ -13,7 +13,8 @@ from admin_helpers import (
 )
 from http_helpers import get, start_http_edge, start_http_origin, HttpOrigin
 from tunnel import (
-    LOCAL, MiB, EchoService, SourceService, abort, connect, free_port, read_stream, wait_until,
+    LOCAL, MiB, EchoService, SourceService, abort, connect, free_port, measure, read_stream,
+    wait_until,
 )
 
 
@@ -286,3 +287,95 @@ def test_originctl_admin_and_status(bindir, edge, origin, services):
     # Nobody listening: a clear failure, not a hang.
     rc, out, err = run_status(bindir, free_port())
     assert rc == 1 and "cannot reach" in err, (rc, out, err)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. POST /api/v1/push
+
+
+def push(port, obj, status=202):
+    body = json.dumps(obj).encode()
+    return admin_json(port, "/api/v1/push", status=status, method="POST", body=body,
+                      headers={"Content-Type": "application/json"})
+
+
+def test_push_reaches_only_the_named_origins(edge, origin, services):
+    svc = services.add(EchoService())
+    e, port = with_admin(edge, ports=2)
+    oa = origin(e, e.token("pa", tcp=[e.ports[0]]), {e.ports[0]: svc.port})
+    ob = origin(e, e.token("pb", tcp=[e.ports[1]]), {e.ports[1]: svc.port})
+
+    r1 = push(port, {"kind": "notice", "topic": "hello", "body": "only for pa",
+                     "tunnels": ["pa", "ghost"]})
+    assert r1["sessions"] == 1 and r1["tunnels"] == ["pa"], r1
+    assert r1["not_connected"] == ["ghost"] and r1["failed"] == 0, r1
+    got = oa.proc.wait_event("push", push_id=r1["push_id"])[0]
+    assert got["kind"] == "notice" and got["topic"] == "hello" and got["body"] == "only for pa"
+
+    r2 = push(port, {"kind": "config", "topic": "rate_limit",
+                     "body": {"streams_per_second": 50, "burst": 100}})
+    assert r2["sessions"] == 2 and sorted(r2["tunnels"]) == ["pa", "pb"], r2
+    for o in (oa, ob):
+        ev = o.proc.wait_event("push", push_id=r2["push_id"])[0]
+        assert json.loads(ev["body"]) == {"streams_per_second": 50, "burst": 100}, ev
+        cfg = o.proc.wait_event("push_config", push_id=r2["push_id"])[0]
+        assert cfg["topic"] == "rate_limit" and cfg["applied"] == "0", cfg
+    # pb got the second push; the first never reached it (it would have come first).
+    assert not ob.proc.events("push", push_id=r1["push_id"])
+
+    r3 = push(port, {"kind": "config", "topic": "drain", "body": "{}", "tunnels": ["pb"]})
+    ob.proc.wait_event("push_config", push_id=r3["push_id"], topic="drain")
+    assert not oa.proc.events("push", push_id=r3["push_id"])
+
+    for bad in [b"not json", b"[1]", json.dumps({"kind": "shout"}).encode(),
+                json.dumps({"kind": "notice", "topic": "t" * 65}).encode(),
+                json.dumps({"kind": "notice", "body": "b" * 4001}).encode(),
+                json.dumps({"kind": "notice", "tunnels": "pa"}).encode(),
+                json.dumps({"kind": "notice", "body": 5}).encode()]:
+        st, _, body = admin_get(port, "/api/v1/push", method="POST", body=bad)
+        assert st == 400 and json.loads(body)["error"], (bad, st, body)
+
+    m = metrics(port)
+    assert m.value("edgetunnel_push_total", result="sent") == 4
+    assert m.value("edgetunnel_push_total", result="dropped") == 0
+    assert metrics_of_origin_pushes(oa) == 2 and metrics_of_origin_pushes(ob) == 2
+
+
+def metrics_of_origin_pushes(o):
+    return len(o.proc.events("push"))
+
+
+def test_slow_origin_push_queue_is_bounded(edge, origin, services):
+    svc = services.add(EchoService())
+    # A long keepalive: the stopped origin must not be declared dead during the test.
+    e, port = with_admin(edge, ports=1, extra=["--keepalive", "300s"])
+    o = origin(e, e.token("slow", tcp=e.ports), {e.ports[0]: svc.port})
+    body = "x" * 4000
+    os.kill(o.proc.pid, signal.SIGSTOP)
+    sent = 0
+    try:
+        deadline = time.monotonic() + 120
+        dropped = 0
+        for i in range(5000):
+            r = push(port, {"kind": "notice", "topic": "flood", "body": body})
+            assert r["sessions"] == 1, r
+            sent += 1
+            if i % 20 == 19:
+                dropped = metrics(port).value("edgetunnel_push_total", result="dropped")
+                if dropped >= 10:
+                    break
+            assert time.monotonic() < deadline, f"no drops after {sent} pushes"
+        assert dropped >= 10, f"{sent} pushes, {dropped} dropped"
+        m = metrics(port)
+        t = admin_json(port, "/api/v1/tunnels")["tunnels"][0]
+        assert t["push"]["dropped"] == m.value("edgetunnel_push_total", result="dropped")
+        assert t["push"]["sent"] + t["push"]["dropped"] == sent, (t["push"], sent)
+        # The socket stayed: a full queue drops pushes, it does not close the control socket.
+        assert m.value("edgetunnel_sockets_connected") == 5
+        assert not e.proc.events("socket_down")
+    finally:
+        os.kill(o.proc.pid, signal.SIGCONT)
+    sent_ok = int(t["push"]["sent"])
+    evs = o.proc.wait_event("push", timeout=60, count=sent_ok, topic="flood")
+    assert len(evs) == sent_ok
+    measure(push_sent=sent, push_delivered=sent_ok, push_dropped=t["push"]["dropped"])
