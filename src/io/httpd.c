@@ -504,10 +504,11 @@ int et_httpd_start(const char *addr, et_httpd_fn fn, void *arg, et_httpd **out)
     }
     et_io_init(&h->lio, listener_on_event);
     ET_GUARD_GOTO(rv, et_reactor_add(h->r, h->lfd, &h->lio), err);
+    *out = h; /* before the thread starts: its handlers may read it */
     ET_GUARD_GOTO(rv, et_reactor_start_thread(h->r), err);
-    *out = h;
     return ET_OK;
 err:
+    *out = NULL;
     if (h->lfd >= 0) {
         et_reactor_del(h->r, &h->lio);
         close(h->lfd);
