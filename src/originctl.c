@@ -211,6 +211,7 @@ static int connect_main(int argc, char **argv)
     }
     et_engine_stop(&eng);
     et_origin_admin_stop(&eng);
+    et_origin_control_cleanup(&eng);
     et_engine_log_stats(&eng);
     et_origin_cleanup(&eng);
     return status;

@@ -69,6 +69,10 @@ void et_origin_admin_stop(et_engine *eng);
  * process exit status. */
 int et_origin_status_main(int argc, char **argv);
 
+/* et_origin_control_cleanup frees the HEALTH probes still in flight, after et_engine_stop and
+ * before et_origin_cleanup (control.c). */
+void et_origin_control_cleanup(et_engine *eng);
+
 /* et_origin_cleanup frees what et_origin_start set up, after et_engine_stop. */
 void et_origin_cleanup(et_engine *eng);
 

@@ -11,6 +11,7 @@
 #include "et/origin.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,8 @@ typedef struct target {
 } target;
 
 struct probe {
-    et_tsock *ts; /* one reference: where the answer goes */
+    probe *prev, *next; /* in the list of probes in flight (probes_mu) */
+    et_tsock *ts;       /* one reference: where the answer goes */
     uint32_t probe_id;
     uint64_t start_ns;
     et_timer timer;
@@ -45,6 +47,24 @@ struct probe {
     unsigned n, left;
     target t[PROBE_TARGETS];
 };
+
+/* Probes in flight, so that a stop in the middle of one frees it (et_origin_control_cleanup).
+ * Taken when a probe starts and ends only, never on the data path. */
+static pthread_mutex_t probes_mu = PTHREAD_MUTEX_INITIALIZER;
+static probe *probes;
+
+static void probes_unlink(probe *p)
+{
+    pthread_mutex_lock(&probes_mu);
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else if (probes == p)
+        probes = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+    pthread_mutex_unlock(&probes_mu);
+}
 
 static const char *status_name(uint8_t st)
 {
@@ -86,6 +106,7 @@ static void answer(probe *p, uint8_t no_target_status, const char *no_target_det
     if (p->answered)
         return;
     p->answered = true;
+    probes_unlink(p);
     et_tsock *ts = p->ts;
     et_worker *w = ts->w;
     et_timer_cancel(w->r, &p->timer);
@@ -182,6 +203,12 @@ static void on_health(et_tsock *ts, const et_health *hm)
         return; /* the edge times the probe out */
     p->ts = ts;
     et_tsock_ref(ts);
+    pthread_mutex_lock(&probes_mu);
+    p->next = probes;
+    if (probes != NULL)
+        probes->prev = p;
+    probes = p;
+    pthread_mutex_unlock(&probes_mu);
     p->probe_id = hm->probe_id;
     p->start_ns = et_now_ns();
     et_timer_init(&p->timer, probe_timeout);
@@ -210,6 +237,8 @@ static void on_health(et_tsock *ts, const et_health *hm)
         answer(p, ET_HS_OK, "");
         return;
     }
+    et_logf(ET_LOG_INFO, "health_probe_start", "probe=%u targets=%u pending=%u", p->probe_id, p->n,
+            p->left);
     if (et_timer_arm(ts->w->r, &p->timer, et_reactor_now(ts->w->r) + PROBE_TIMEOUT_NS) < 0)
         answer(p, ET_HS_ERROR, "");
 }
@@ -233,6 +262,24 @@ static void on_push(et_tsock *ts, const et_push *pm)
     et_log(ET_LOG_INFO, "push_config", ET_KV_UINT("push_id", pm->push_id),
            ET_KV_STRN("topic", pm->topic.p, pm->topic.n), ET_KV_INT("applied", 0),
            ET_KV_STR("why", why));
+}
+
+void et_origin_control_cleanup(et_engine *eng)
+{
+    pthread_mutex_lock(&probes_mu);
+    probe *list = probes;
+    probes = NULL;
+    pthread_mutex_unlock(&probes_mu);
+    /* The workers are stopped: touching their reactors from here is safe. */
+    while (list != NULL) {
+        probe *p = list;
+        list = p->next;
+        et_timer_cancel(p->ts->w->r, &p->timer);
+        for (unsigned i = 0; i < p->n; i++)
+            target_end(p, &p->t[i], ET_HS_TIMEOUT);
+        et_tsock_unref(p->ts);
+        free(p);
+    }
 }
 
 void et_origin_control_frame(et_tsock *ts, const et_frame *f, const et_msg *m)

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 from admin_helpers import (
@@ -379,3 +380,66 @@ def test_slow_origin_push_queue_is_bounded(edge, origin, services):
     evs = o.proc.wait_event("push", timeout=60, count=sent_ok, topic="flood")
     assert len(evs) == sent_ok
     measure(push_sent=sent, push_delivered=sent_ok, push_dropped=t["push"]["dropped"])
+
+
+class Blackhole:
+    """A listener whose accept queue is full: a connect to it neither succeeds nor fails (the
+    SYN is dropped), so a probe of it can only time out."""
+
+    name = "blackhole"
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind((LOCAL, 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers = []
+        for _ in range(8):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex((LOCAL, self.port))
+            self.fillers.append(c)
+
+    def stop(self):
+        for c in self.fillers:
+            c.close()
+        self.listener.close()
+        return True
+
+
+def test_health_timeout_and_stop_during_a_probe(edge, origin, services):
+    hole = services.add(Blackhole())
+    e, port = with_admin(edge, ports=1)
+    token = e.token("hole", tcp=e.ports)
+    o = origin(e, token, {e.ports[0]: hole.port})
+    time.sleep(0.3)  # the fillers' handshakes complete, the accept queue is full
+    t0 = time.monotonic()
+    j = admin_json(port, "/api/tunnel/hole/health", status=503)
+    assert j["status"] == "timeout" and f"{LOCAL}:{hole.port} timeout" in j["detail"], j
+    assert time.monotonic() - t0 >= 1.5, "answered before the origin's 2 s probe timeout"
+
+    # A stop in the middle of a probe: the probe is freed (the sanitizers check the exit).
+    n = len(o.proc.events("health_probe"))
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=admin_get(port, "/api/tunnel/hole/health")),
+                         daemon=True)
+    t.start()
+    o.proc.wait_event("health_probe_start", count=2)
+    assert len(o.proc.events("health_probe")) == n, "the probe ended before the stop"
+    assert o.proc.stop() == 0
+    t.join(30)
+    assert not t.is_alive() and box["r"][0] == 503, box
+
+
+def test_health_and_push_in_legacy_mode(edge, origin, services):
+    """Without a control socket, HEALTH and PUSH ride a data socket (spec §9.3)."""
+    svc = services.add(EchoService())
+    e, port = with_admin(edge, ports=1)
+    o = origin(e, e.token("leg", tcp=e.ports), {e.ports[0]: svc.port}, no_control=True)
+    t = admin_json(port, "/api/v1/tunnels")["tunnels"][0]
+    assert t["legacy"] is True and all(s["role"] == "data" for s in t["sockets"]), t
+    j = admin_json(port, "/api/tunnel/leg/health")
+    assert j["status"] == "ok", j
+    r = push(port, {"kind": "notice", "topic": "legacy", "body": "on a data socket"})
+    assert r["sessions"] == 1, r
+    o.proc.wait_event("push", push_id=r["push_id"], body="on a data socket")
