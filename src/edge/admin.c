@@ -180,13 +180,50 @@ static json_t *sock_json(et_tsock *ts)
                      (json_int_t)atomic_load(&ts->rtt_us));
 }
 
-/* session_json describes |es|; under hub->mu. */
-static json_t *session_json(edge_hub *hub, edge_sess *es)
+/* session_key writes the key of |s| in a routes map (its address). */
+static void session_key(const et_session *s, char out[32])
+{
+    snprintf(out, 32, "%p", (const void *)s);
+}
+
+/* routes_by_session returns {session key: {"http": [...], "tcp": [...]}} for every session,
+ * built in one pass over the routes; under hub->mu. */
+static json_t *routes_by_session(edge_hub *hub)
+{
+    json_t *map = json_object();
+    char key[32];
+    for (edge_sess *es = hub->sessions; es != NULL; es = es->next) {
+        session_key(es->s, key);
+        json_object_set_new(map, key, json_pack("{s:[],s:[]}", "http", "tcp"));
+    }
+    size_t nports = hub->ports != NULL ? (size_t)(hub->cfg.tcp_hi - hub->cfg.tcp_lo) + 1 : 0;
+    for (size_t i = 0; i < nports; i++) {
+        for (unsigned k = 0; k < hub->ports[i].n; k++) {
+            session_key(hub->ports[i].sess[k], key);
+            json_array_append_new(json_object_get(json_object_get(map, key), "tcp"),
+                                  json_integer((json_int_t)(hub->cfg.tcp_lo + i)));
+        }
+    }
+    for (size_t i = 0; i < hub->http_buckets; i++) {
+        for (http_route *r = hub->http[i]; r != NULL; r = r->next) {
+            for (unsigned k = 0; k < r->n; k++) {
+                session_key(r->sess[k], key);
+                json_array_append_new(json_object_get(json_object_get(map, key), "http"),
+                                      json_string(r->pattern));
+            }
+        }
+    }
+    return map;
+}
+
+/* session_json describes |es| with its entry of |routes|; under hub->mu. */
+static json_t *session_json(edge_sess *es, json_t *routes)
 {
     et_session *s = es->s;
-    char hex[2 * ET_SESSION_ID_LEN + 1];
+    char hex[2 * ET_SESSION_ID_LEN + 1], key[32];
     et_session_hex(s->id, hex);
-    json_t *socks = json_array(), *http = json_array(), *tcp = json_array();
+    session_key(s, key);
+    json_t *socks = json_array();
     const char *peer = "";
     pthread_mutex_lock(&s->mu);
     if (s->ctrl != NULL) {
@@ -200,25 +237,15 @@ static json_t *session_json(edge_hub *hub, edge_sess *es)
     }
     json_t *jpeer = json_string(peer);
     pthread_mutex_unlock(&s->mu);
-    size_t nports = hub->ports != NULL ? (size_t)(hub->cfg.tcp_hi - hub->cfg.tcp_lo) + 1 : 0;
-    for (size_t i = 0; i < nports; i++)
-        for (unsigned k = 0; k < hub->ports[i].n; k++)
-            if (hub->ports[i].sess[k] == s)
-                json_array_append_new(tcp, json_integer((json_int_t)(hub->cfg.tcp_lo + i)));
-    for (size_t i = 0; i < hub->http_buckets; i++)
-        for (http_route *r = hub->http[i]; r != NULL; r = r->next)
-            for (unsigned k = 0; k < r->n; k++)
-                if (r->sess[k] == s)
-                    json_array_append_new(http, json_string(r->pattern));
     uint64_t opened = atomic_load(&s->streams_opened), closed = atomic_load(&s->streams_closed);
     return json_pack(
-        "{s:s,s:s,s:b,s:o,s:o,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I},s:{s:o,s:o}}", "name", s->tunnel,
+        "{s:s,s:s,s:b,s:o,s:o,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I},s:O}", "name", s->tunnel,
         "session", hex, "legacy", s->legacy, "peer", jpeer, "sockets", socks, "streams", "open",
         (json_int_t)(opened >= closed ? opened - closed : 0), "total", (json_int_t)opened, "bytes",
         "to_origin", (json_int_t)atomic_load(&s->bytes_to_peer), "from_origin",
         (json_int_t)atomic_load(&s->bytes_from_peer), "push", "sent",
         (json_int_t)atomic_load(&s->push_sent), "dropped",
-        (json_int_t)atomic_load(&s->push_dropped), "routes", "http", http, "tcp", tcp);
+        (json_int_t)atomic_load(&s->push_dropped), "routes", json_object_get(routes, key));
 }
 
 static void get_tunnels(edge_admin *a, et_httpd_resp *resp)
@@ -226,26 +253,45 @@ static void get_tunnels(edge_admin *a, et_httpd_resp *resp)
     edge_hub *hub = hub_of(a->eng);
     json_t *list = json_array();
     pthread_mutex_lock(&hub->mu);
+    json_t *routes = routes_by_session(hub);
     for (edge_sess *es = hub->sessions; es != NULL; es = es->next)
-        json_array_append_new(list, session_json(hub, es));
+        json_array_append_new(list, session_json(es, routes));
     pthread_mutex_unlock(&hub->mu);
+    json_decref(routes);
     json_answer(resp, 200, json_pack("{s:o}", "tunnels", list));
+}
+
+static int name_cmp(const void *x, const void *y)
+{
+    return strcmp(x, y);
 }
 
 static void get_metrics(edge_admin *a, et_httpd_resp *resp)
 {
     et_engine *eng = a->eng;
     edge_hub *hub = hub_of(eng);
-    unsigned sessions = 0, tunnels = 0;
+    /* Names are copied under the lock and counted outside it: the hub's mutex is also taken
+     * by new public connections, so it is held for a copy only. */
+    typedef char name_t[ET_TUNNEL_NAME_MAX + 1];
+    unsigned sessions = 0, tunnels = 0, cap = 0;
+    name_t *names = NULL;
     pthread_mutex_lock(&hub->mu);
-    for (edge_sess *es = hub->sessions; es != NULL; es = es->next) {
-        sessions++;
-        bool seen = false; /* replicas of one tunnel count once */
-        for (edge_sess *o = hub->sessions; o != es && !seen; o = o->next)
-            seen = strcmp(o->s->tunnel, es->s->tunnel) == 0;
-        tunnels += !seen;
-    }
+    for (edge_sess *es = hub->sessions; es != NULL; es = es->next)
+        cap++;
+    names = cap > 0 ? malloc(cap * sizeof(*names)) : NULL;
+    for (edge_sess *es = hub->sessions; es != NULL && sessions < cap && names != NULL;
+         es = es->next)
+        memcpy(names[sessions++], es->s->tunnel, sizeof(*names));
     pthread_mutex_unlock(&hub->mu);
+    if (cap > 0 && names == NULL) {
+        et_httpd_text(resp, 500, "out of memory\n");
+        return;
+    }
+    if (sessions > 1)
+        qsort(names, sessions, sizeof(*names), name_cmp);
+    for (unsigned i = 0; i < sessions; i++)
+        tunnels += i == 0 || strcmp(names[i], names[i - 1]) != 0; /* replicas count once */
+    free(names);
     et_strbuf b = {0};
     et_strbuf_printf(&b,
                      "# HELP edgetunnel_tunnels_connected Tunnel names with a session now.\n"

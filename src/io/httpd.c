@@ -20,7 +20,8 @@
 typedef enum conn_phase {
     PHASE_READ = 1, /* reading the head and body */
     PHASE_WAIT,     /* the handler answers later */
-    PHASE_WRITE,    /* writing the answer, then close */
+    PHASE_WRITE,    /* writing the answer */
+    PHASE_DRAIN,    /* answer sent and FIN too: read and drop until the client closes */
 } conn_phase;
 
 struct et_httpd_conn {
@@ -179,6 +180,21 @@ static void conn_close(et_httpd_conn *c)
     et_reactor_defer(h->r, &c->free_task);
 }
 
+static void conn_drain(et_httpd_conn *c)
+{
+    char sink[4096];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+        if (n > 0 || (n < 0 && errno == EINTR))
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_close(c); /* EOF or error: the client is done */
+        return;
+    }
+    et_io_resume(c->h->r, &c->io, EPOLLIN);
+}
+
 static void conn_write(et_httpd_conn *c)
 {
     while (c->out_off < c->out_len) {
@@ -194,7 +210,11 @@ static void conn_write(et_httpd_conn *c)
         conn_close(c);
         return;
     }
-    conn_close(c);
+    /* Closing with unread request bytes would reset the connection and could destroy the
+     * answer before the client reads it: half-close and drain instead (bounded by the timer). */
+    shutdown(c->fd, SHUT_WR);
+    c->phase = PHASE_DRAIN;
+    conn_drain(c);
 }
 
 void et_httpd_answer(et_httpd_conn *c, et_httpd_resp *resp)
@@ -225,7 +245,6 @@ void et_httpd_answer(et_httpd_conn *c, et_httpd_resp *resp)
         conn_close(c);
         return;
     }
-    shutdown(c->fd, SHUT_RD);
     conn_write(c);
 }
 
@@ -417,6 +436,10 @@ static void conn_on_event(et_reactor *r, et_io *io, uint32_t events)
         if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
             conn_write(c);
         return;
+    case PHASE_DRAIN:
+        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            conn_drain(c);
+        return;
     case PHASE_WAIT:
     default: return; /* the handler owes the answer and will give it in bounded time */
     }
@@ -428,7 +451,7 @@ static void conn_timer(et_reactor *r, et_timer *t)
     if (c->phase == PHASE_READ)
         answer_now(c, 408, "request timeout\n"); /* slow client */
     else
-        conn_close(c); /* did not read its answer in time */
+        conn_close(c); /* did not read its answer, or close, in time */
 }
 
 static void accept_one(et_httpd *h, int fd)

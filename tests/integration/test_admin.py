@@ -19,6 +19,24 @@ from tunnel import (
 )
 
 
+def stop_process(pid):
+    """SIGSTOP |pid| and wait until every one of its threads is stopped (the signal reaches
+    them asynchronously)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped():
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                continue
+        return states and all(st in ("T", "t") for st in states)
+
+    wait_until(stopped, 10, f"pid {pid} to stop")
+
+
 def http_tunnel(edge, origin, services, name="adm", hosts=("adm.example",), extra_origin=()):
     """edged with --http and --admin, and an origin serving `hosts` from an HttpOrigin."""
     web = services.add(HttpOrigin(label=name))
@@ -208,7 +226,7 @@ def test_tunnel_health_probes_the_origin(edge, origin, services):
     assert m.value("edgetunnel_health_probes_total", result="no_route") == 1
 
     # An origin that does not answer (stopped): 503 no_answer, in bounded time.
-    os.kill(o.proc.pid, signal.SIGSTOP)
+    stop_process(o.proc.pid)
     try:
         j = admin_json(port, "/api/tunnel/hl/health", status=503, timeout=20)
         assert j["status"] == "no_answer", j
@@ -352,7 +370,7 @@ def test_slow_origin_push_queue_is_bounded(edge, origin, services):
     e, port = with_admin(edge, ports=1, extra=["--keepalive", "300s"])
     o = origin(e, e.token("slow", tcp=e.ports), {e.ports[0]: svc.port})
     body = "x" * 4000
-    os.kill(o.proc.pid, signal.SIGSTOP)
+    stop_process(o.proc.pid)
     sent = 0
     try:
         deadline = time.monotonic() + 120
