@@ -9,8 +9,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/bytestring.h>
-
 #include "et/http_head.h"
 #include "et/logf.h"
 #include "et/tls.h"
@@ -255,74 +253,6 @@ static void answer_now(et_httpd_conn *c, int status, const char *text)
     et_httpd_answer(c, &resp);
 }
 
-static bool name_is(CBS *name, const char *want)
-{
-    size_t n = strlen(want);
-    if (CBS_len(name) != n)
-        return false;
-    const uint8_t *p = CBS_data(name);
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ch = p[i] >= 'A' && p[i] <= 'Z' ? (uint8_t)(p[i] - 'A' + 'a') : p[i];
-        if (ch != (uint8_t)want[i])
-            return false;
-    }
-    return true;
-}
-
-/* body_length finds Content-Length in the |n|-byte head at |p| (already validated by
- * et_http_head_parse: lines end in LF, every field line has a colon). Returns the length (0
- * when absent) or an HTTP status: -400 for a bad or repeated value, -411 for
- * Transfer-Encoding, -413 for a body over ET_HTTPD_BODY_MAX. */
-static long body_length(const uint8_t *p, size_t n)
-{
-    CBS head, line;
-    CBS_init(&head, p, n);
-    long len = 0;
-    bool seen = false, first = true;
-    while (CBS_len(&head) > 0) {
-        const uint8_t *lf = memchr(CBS_data(&head), '\n', CBS_len(&head));
-        size_t ll = lf != NULL ? (size_t)(lf - CBS_data(&head)) + 1 : CBS_len(&head);
-        if (!CBS_get_bytes(&head, &line, ll))
-            return -400;
-        if (first) { /* the request line (or the one skipped empty line before it) */
-            first = CBS_len(&line) <= 2;
-            continue;
-        }
-        const uint8_t *colon = memchr(CBS_data(&line), ':', CBS_len(&line));
-        if (colon == NULL)
-            continue; /* the blank line */
-        CBS name, value;
-        if (!CBS_get_bytes(&line, &name, (size_t)(colon - CBS_data(&line))) || !CBS_skip(&line, 1))
-            return -400;
-        value = line;
-        if (name_is(&name, "transfer-encoding"))
-            return -411;
-        if (!name_is(&name, "content-length"))
-            continue;
-        if (seen)
-            return -400;
-        seen = true;
-        uint8_t ch;
-        bool digits = false;
-        while (CBS_len(&value) > 0 && (CBS_data(&value)[0] == ' ' || CBS_data(&value)[0] == '\t'))
-            (void)CBS_skip(&value, 1);
-        while (CBS_len(&value) > 0 && CBS_data(&value)[0] >= '0' && CBS_data(&value)[0] <= '9') {
-            if (!CBS_get_u8(&value, &ch))
-                return -400;
-            len = len * 10 + (ch - '0');
-            digits = true;
-            if (len > ET_HTTPD_BODY_MAX)
-                return -413;
-        }
-        while (CBS_get_u8(&value, &ch))
-            if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
-                return -400;
-        if (!digits)
-            return -400;
-    }
-    return len;
-}
-
 /* copy_view copies the |n| bytes at |p| into |out| (|cap| bytes) as a string; false if long. */
 static bool copy_view(char *out, size_t cap, const uint8_t *p, size_t n)
 {
@@ -403,9 +333,12 @@ static void conn_read(et_httpd_conn *c)
                 answer_now(c, et_err_detail(rv) == 431 ? 431 : 400, "bad request\n");
                 return;
             }
-            long body = body_length(c->buf, c->head.head_len);
-            if (body < 0) {
-                answer_now(c, (int)-body, body == -413 ? "body too large\n" : "bad request\n");
+            uint64_t body = 0;
+            rv = et_http_content_length(c->buf, &c->head, ET_HTTPD_BODY_MAX, &body);
+            if (rv < 0) {
+                int st = et_err_detail(rv);
+                answer_now(c, st == 411 || st == 413 ? st : 400,
+                           st == 413 ? "body too large\n" : "bad request\n");
                 return;
             }
             c->need = c->head.head_len + (size_t)body;
