@@ -228,6 +228,23 @@ ET_MUST_USE int et_session_attach(et_session *s, et_tsock *ts, et_tsock **replac
 /* et_session_detach removes |ts| from |s| (dropping the session's reference). */
 void et_session_detach(et_session *s, et_tsock *ts);
 
+/* A copy of one socket's facts for the admin API. */
+typedef struct et_sock_info {
+    uint32_t id;
+    uint32_t rtt_us; /* et_tsock.rtt_us */
+    uint8_t role;    /* et_role */
+    uint8_t state;   /* et_tsock_state */
+    char peer[64];
+} et_sock_info;
+
+/* et_session_sockets copies the facts of |s|'s sockets (control first) into |out|, which has
+ * room for |cap|, holding the session's mutex for the copy only (the cancel path takes it too);
+ * returns how many it copied. */
+unsigned et_session_sockets(et_session *s, et_sock_info *out, unsigned cap);
+
+/* et_tsock_state_name returns a static name of et_tsock_state |state| ("ready"). */
+const char *et_tsock_state_name(uint8_t state);
+
 /* et_session_pick_data returns the next live data socket of |s| round-robin (a new reference
  * for the caller), or NULL when there is none. */
 et_tsock *et_session_pick_data(et_session *s);

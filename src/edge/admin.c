@@ -4,9 +4,11 @@
  * Threads. The server runs on its own thread (httpd.h), not on the control reactor: a slow
  * scrape or a large tunnel list must never delay a CANCEL waiting on the control socket, and
  * the control worker runs at raised priority, which admin work must not borrow. From there it
- * reads the atomic counters of et_stats and of each session, takes the hub's mutex (then a
- * session's, the order route() uses) only to list sessions and their sockets, and never takes
- * a lock or touches a socket of the data path. Frames for an origin (HEALTH, PUSH) are posted
+ * reads the atomic counters of et_stats and of each session, and takes the hub's mutex (then a
+ * session's, the order route() uses) only to copy the session list, routes and socket facts
+ * out (new public connections take the hub's mutex too, the cancel path the session's, so both
+ * are held for a copy, never while an answer is built). It never takes a lock or touches a
+ * socket of the data path. Frames for an origin (HEALTH, PUSH) are posted
  * to the inbox of the worker that owns the socket, which queues them; a HEALTH_ANSWER comes
  * back the same way, posted by the control worker to the admin thread. */
 #include <stdio.h>
@@ -120,7 +122,7 @@ static bool post_frame(frame_msg *fm)
 }
 
 /* control_sock returns the socket of |s| that carries control frames (its control socket, or
- * in legacy mode a ready data socket) as a new reference, or NULL; under hub->mu. */
+ * in legacy mode a ready data socket) as a new reference, or NULL. */
 static et_tsock *control_sock(et_session *s)
 {
     et_tsock *ts = NULL;
@@ -159,88 +161,38 @@ static void json_error(et_httpd_resp *resp, int status, const char *why)
     json_answer(resp, status, json_pack("{s:s}", "error", why));
 }
 
-static const char *state_name(uint8_t st)
-{
-    switch (st) {
-    case ET_TS_CONNECTING: return "connecting";
-    case ET_TS_TLS: return "tls";
-    case ET_TS_HELLO: return "hello";
-    case ET_TS_READY: return "ready";
-    case ET_TS_DRAINING: return "draining";
-    case ET_TS_CLOSED: return "closed";
-    default: return "unknown";
-    }
-}
+/* One (session, route) pair copied out of the hub. */
+typedef struct route_ref {
+    const et_session *s; /* not a reference: only compared (the caller holds one on each) */
+    uint16_t port;       /* TCP, or 0 for HTTP */
+    char pattern[ET_HOST_MAX + 1];
+} route_ref;
 
-static json_t *sock_json(et_tsock *ts)
-{
-    return json_pack("{s:I,s:s,s:s,s:s,s:I}", "id", (json_int_t)ts->id, "role",
-                     ts->role == ET_ROLE_CONTROL ? "control" : "data", "state",
-                     state_name(atomic_load(&ts->state)), "peer", ts->peer, "rtt_us",
-                     (json_int_t)atomic_load(&ts->rtt_us));
-}
-
-/* session_key writes the key of |s| in a routes map (its address). */
 static void session_key(const et_session *s, char out[32])
 {
     snprintf(out, 32, "%p", (const void *)s);
 }
 
-/* routes_by_session returns {session key: {"http": [...], "tcp": [...]}} for every session,
- * built in one pass over the routes; under hub->mu. */
-static json_t *routes_by_session(edge_hub *hub)
+/* session_json describes |s| (a reference the caller holds) with its entry of |routes|. */
+static json_t *session_json(et_session *s, json_t *routes)
 {
-    json_t *map = json_object();
-    char key[32];
-    for (edge_sess *es = hub->sessions; es != NULL; es = es->next) {
-        session_key(es->s, key);
-        json_object_set_new(map, key, json_pack("{s:[],s:[]}", "http", "tcp"));
-    }
-    size_t nports = hub->ports != NULL ? (size_t)(hub->cfg.tcp_hi - hub->cfg.tcp_lo) + 1 : 0;
-    for (size_t i = 0; i < nports; i++) {
-        for (unsigned k = 0; k < hub->ports[i].n; k++) {
-            session_key(hub->ports[i].sess[k], key);
-            json_array_append_new(json_object_get(json_object_get(map, key), "tcp"),
-                                  json_integer((json_int_t)(hub->cfg.tcp_lo + i)));
-        }
-    }
-    for (size_t i = 0; i < hub->http_buckets; i++) {
-        for (http_route *r = hub->http[i]; r != NULL; r = r->next) {
-            for (unsigned k = 0; k < r->n; k++) {
-                session_key(r->sess[k], key);
-                json_array_append_new(json_object_get(json_object_get(map, key), "http"),
-                                      json_string(r->pattern));
-            }
-        }
-    }
-    return map;
-}
-
-/* session_json describes |es| with its entry of |routes|; under hub->mu. */
-static json_t *session_json(edge_sess *es, json_t *routes)
-{
-    et_session *s = es->s;
     char hex[2 * ET_SESSION_ID_LEN + 1], key[32];
     et_session_hex(s->id, hex);
     session_key(s, key);
+    et_sock_info info[ET_MAX_DATA_SOCKS + 1];
+    unsigned n = et_session_sockets(s, info, ET_MAX_DATA_SOCKS + 1);
     json_t *socks = json_array();
-    const char *peer = "";
-    pthread_mutex_lock(&s->mu);
-    if (s->ctrl != NULL) {
-        json_array_append_new(socks, sock_json(s->ctrl));
-        peer = s->ctrl->peer; /* constant once the socket exists; the session holds it */
-    }
-    for (unsigned i = 0; i < s->ndata; i++) {
-        json_array_append_new(socks, sock_json(s->data[i].ts));
-        if (peer[0] == '\0')
-            peer = s->data[i].ts->peer;
-    }
-    json_t *jpeer = json_string(peer);
-    pthread_mutex_unlock(&s->mu);
+    const char *peer = n > 0 ? info[0].peer : "";
+    for (unsigned i = 0; i < n; i++)
+        json_array_append_new(socks, json_pack("{s:I,s:s,s:s,s:s,s:I}", "id",
+                                               (json_int_t)info[i].id, "role",
+                                               info[i].role == ET_ROLE_CONTROL ? "control" : "data",
+                                               "state", et_tsock_state_name(info[i].state), "peer",
+                                               info[i].peer, "rtt_us", (json_int_t)info[i].rtt_us));
     uint64_t opened = atomic_load(&s->streams_opened), closed = atomic_load(&s->streams_closed);
     return json_pack(
-        "{s:s,s:s,s:b,s:o,s:o,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I},s:O}", "name", s->tunnel,
-        "session", hex, "legacy", s->legacy, "peer", jpeer, "sockets", socks, "streams", "open",
+        "{s:s,s:s,s:b,s:s,s:o,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I},s:O}", "name", s->tunnel,
+        "session", hex, "legacy", s->legacy, "peer", peer, "sockets", socks, "streams", "open",
         (json_int_t)(opened >= closed ? opened - closed : 0), "total", (json_int_t)opened, "bytes",
         "to_origin", (json_int_t)atomic_load(&s->bytes_to_peer), "from_origin",
         (json_int_t)atomic_load(&s->bytes_from_peer), "push", "sent",
@@ -248,16 +200,68 @@ static json_t *session_json(edge_sess *es, json_t *routes)
         (json_int_t)atomic_load(&s->push_dropped), "routes", json_object_get(routes, key));
 }
 
+/* get_tunnels copies the sessions (a reference each) and their routes under the hub's mutex,
+ * which new public connections take too, and builds the answer after letting it go. */
 static void get_tunnels(edge_admin *a, et_httpd_resp *resp)
 {
     edge_hub *hub = hub_of(a->eng);
-    json_t *list = json_array();
+    size_t ns = 0, nr = 0, cs = 0, cr = 0;
     pthread_mutex_lock(&hub->mu);
-    json_t *routes = routes_by_session(hub);
+    size_t nports = hub->ports != NULL ? (size_t)(hub->cfg.tcp_hi - hub->cfg.tcp_lo) + 1 : 0;
     for (edge_sess *es = hub->sessions; es != NULL; es = es->next)
-        json_array_append_new(list, session_json(es, routes));
+        cs++;
+    for (size_t i = 0; i < nports; i++)
+        cr += hub->ports[i].n;
+    for (size_t i = 0; i < hub->http_buckets; i++)
+        for (http_route *r = hub->http[i]; r != NULL; r = r->next)
+            cr += r->n;
+    et_session **ss = malloc((cs + 1) * sizeof(*ss));
+    route_ref *rr = malloc((cr + 1) * sizeof(*rr));
+    if (ss != NULL && rr != NULL) {
+        for (edge_sess *es = hub->sessions; es != NULL && ns < cs; es = es->next) {
+            et_session_ref(es->s);
+            ss[ns++] = es->s;
+        }
+        for (size_t i = 0; i < nports; i++)
+            for (unsigned k = 0; k < hub->ports[i].n && nr < cr; k++)
+                rr[nr++] = (route_ref){hub->ports[i].sess[k], (uint16_t)(hub->cfg.tcp_lo + i), ""};
+        for (size_t i = 0; i < hub->http_buckets; i++) {
+            for (http_route *r = hub->http[i]; r != NULL; r = r->next) {
+                for (unsigned k = 0; k < r->n && nr < cr; k++) {
+                    rr[nr] = (route_ref){r->sess[k], 0, ""};
+                    memcpy(rr[nr++].pattern, r->pattern, sizeof(r->pattern));
+                }
+            }
+        }
+    }
     pthread_mutex_unlock(&hub->mu);
+    if (ss == NULL || rr == NULL) {
+        free(ss);
+        free(rr);
+        et_httpd_text(resp, 500, "out of memory\n");
+        return;
+    }
+    json_t *routes = json_object(), *list = json_array();
+    char key[32];
+    for (size_t i = 0; i < ns; i++) {
+        session_key(ss[i], key);
+        json_object_set_new(routes, key, json_pack("{s:[],s:[]}", "http", "tcp"));
+    }
+    for (size_t i = 0; i < nr; i++) {
+        session_key(rr[i].s, key);
+        json_t *entry = json_object_get(routes, key);
+        if (rr[i].port != 0)
+            json_array_append_new(json_object_get(entry, "tcp"), json_integer(rr[i].port));
+        else
+            json_array_append_new(json_object_get(entry, "http"), json_string(rr[i].pattern));
+    }
+    for (size_t i = 0; i < ns; i++) {
+        json_array_append_new(list, session_json(ss[i], routes));
+        et_session_unref(ss[i], free_edge_sess);
+    }
     json_decref(routes);
+    free(ss);
+    free(rr);
     json_answer(resp, 200, json_pack("{s:o}", "tunnels", list));
 }
 

@@ -1,6 +1,7 @@
 /* admin.c: originctl's admin listener (origin.h): /healthz, /metrics and /status, on a thread
  * of its own (httpd.h) for the same reasons as edged's: a scrape must never delay the control
- * worker. It reads atomic counters, and takes the session's mutex only to list its sockets. */
+ * worker. It reads atomic counters, and takes the session's mutex only to copy its sockets'
+ * facts (et_session_sockets). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,27 +17,6 @@ typedef struct origin_admin {
     et_httpd *httpd; /* owned */
 } origin_admin;
 
-static const char *state_name(uint8_t st)
-{
-    switch (st) {
-    case ET_TS_CONNECTING: return "connecting";
-    case ET_TS_TLS: return "tls";
-    case ET_TS_HELLO: return "hello";
-    case ET_TS_READY: return "ready";
-    case ET_TS_DRAINING: return "draining";
-    case ET_TS_CLOSED: return "closed";
-    default: return "unknown";
-    }
-}
-
-static json_t *sock_json(et_tsock *ts)
-{
-    return json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)ts->id, "role",
-                     ts->role == ET_ROLE_CONTROL ? "control" : "data", "state",
-                     state_name(atomic_load(&ts->state)), "rtt_us",
-                     (json_int_t)atomic_load(&ts->rtt_us));
-}
-
 #define LOAD(f) ((json_int_t)atomic_load_explicit(&(f), memory_order_relaxed))
 
 static json_t *status_json(et_engine *eng)
@@ -45,18 +25,17 @@ static json_t *status_json(et_engine *eng)
     et_session *s = et_origin_session(eng);
     char hex[2 * ET_SESSION_ID_LEN + 1];
     et_session_hex(s->id, hex);
+    et_sock_info info[ET_MAX_DATA_SOCKS + 1];
+    unsigned n = et_session_sockets(s, info, ET_MAX_DATA_SOCKS + 1), ready = 0;
     json_t *socks = json_array();
-    unsigned ready = 0;
-    pthread_mutex_lock(&s->mu);
-    if (s->ctrl != NULL) {
-        json_array_append_new(socks, sock_json(s->ctrl));
-        ready += atomic_load(&s->ctrl->state) == ET_TS_READY;
+    for (unsigned i = 0; i < n; i++) {
+        ready += info[i].state == ET_TS_READY;
+        json_array_append_new(socks,
+                              json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)info[i].id, "role",
+                                        info[i].role == ET_ROLE_CONTROL ? "control" : "data",
+                                        "state", et_tsock_state_name(info[i].state), "rtt_us",
+                                        (json_int_t)info[i].rtt_us));
     }
-    for (unsigned i = 0; i < s->ndata; i++) {
-        json_array_append_new(socks, sock_json(s->data[i].ts));
-        ready += atomic_load(&s->data[i].ts->state) == ET_TS_READY;
-    }
-    pthread_mutex_unlock(&s->mu);
     et_stats *st = &eng->stats;
     json_int_t opened = LOAD(s->streams_opened), closed = LOAD(s->streams_closed);
     unsigned want = cfg->data_conns + (cfg->no_control ? 0u : 1u);

@@ -1,5 +1,6 @@
-/* metrics.c: the counters of et_stats in the Prometheus text format (tunnel.h), shared by the
- * admin listeners of both binaries. Reads atomics only: never a lock the data path takes. */
+/* metrics.c: what the admin listeners of both binaries read (tunnel.h): the counters of
+ * et_stats in the Prometheus text format (atomics only, never a lock), and copies of a
+ * session's socket facts. */
 #include "et/tunnel.h"
 
 #include <string.h>
@@ -170,4 +171,39 @@ void et_metrics_write(et_engine *eng, et_strbuf *b)
     et_strbuf_printf(b, "edgetunnel_push_total{result=\"dropped\"} %llu\n", LOAD(s->push_dropped));
     et_strbuf_printf(b, "edgetunnel_push_total{result=\"received\"} %llu\n",
                      LOAD(s->push_received));
+}
+
+const char *et_tsock_state_name(uint8_t state)
+{
+    switch (state) {
+    case ET_TS_CONNECTING: return "connecting";
+    case ET_TS_TLS: return "tls";
+    case ET_TS_HELLO: return "hello";
+    case ET_TS_READY: return "ready";
+    case ET_TS_DRAINING: return "draining";
+    case ET_TS_CLOSED: return "closed";
+    default: return "unknown";
+    }
+}
+
+static void sock_info(const et_tsock *ts, et_sock_info *out)
+{
+    out->id = ts->id; /* constant, like role and peer, once the socket is in a session */
+    out->rtt_us = atomic_load_explicit(&ts->rtt_us, memory_order_relaxed);
+    out->role = ts->role;
+    out->state = atomic_load_explicit(&ts->state, memory_order_relaxed);
+    memcpy(out->peer, ts->peer, sizeof(out->peer));
+    out->peer[sizeof(out->peer) - 1] = '\0';
+}
+
+unsigned et_session_sockets(et_session *s, et_sock_info *out, unsigned cap)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->ctrl != NULL && n < cap)
+        sock_info(s->ctrl, &out[n++]);
+    for (unsigned i = 0; i < s->ndata && n < cap; i++)
+        sock_info(s->data[i].ts, &out[n++]);
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
