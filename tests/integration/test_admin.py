@@ -152,7 +152,7 @@ def test_cancel_metrics_by_path_and_histogram(edge, origin, services):
         abort(c)
         rec = svc.wait_conns(i + 1)[i]
         wait_until(lambda: rec.error is not None, 30, "the service to see the reset")
-    e.proc.wait_event("cancel_ack", 30, count=rounds)
+    acks = e.proc.wait_event("cancel_ack", 30, count=rounds)
     m = metrics(port)
     sent = m.value("edgetunnel_cancels_total", direction="sent", path="control") - \
         before.value("edgetunnel_cancels_total", direction="sent", path="control")
@@ -161,6 +161,14 @@ def test_cancel_metrics_by_path_and_histogram(edge, origin, services):
     count = m.value("edgetunnel_cancel_delivery_seconds_count")
     assert count - before.value("edgetunnel_cancel_delivery_seconds_count") >= rounds
     assert m.value("edgetunnel_cancel_delivery_seconds_sum") > 0
+    d_count = count - before.value("edgetunnel_cancel_delivery_seconds_count")
+    d_sum = m.value("edgetunnel_cancel_delivery_seconds_sum") - \
+        before.value("edgetunnel_cancel_delivery_seconds_sum")
+    # The histogram records the same round trips the cancel_ack log lines show.
+    assert d_count == len(acks), (d_count, acks)
+    logged = sum(int(a["rtt_ns"]) for a in acks)
+    assert abs(d_sum * 1e9 - logged) < 1e3, (d_sum, logged)
+    measure(cancel_delivery_mean_us=d_sum / d_count * 1e6, acks=int(d_count))
     assert m.value("edgetunnel_streams_closed_total", outcome="cancelled") >= rounds
 
 
