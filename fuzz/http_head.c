@@ -3,7 +3,8 @@
  *
  * Reaches: et_http_head_init, et_http_head_parse (the byte scanner, the request line and its
  * target forms, field lines, Connection/Upgrade, Host normalisation, the ET_HTTP_HEAD_MAX cap,
- * the sticky results), et_http_host_parse, et_http_reason_name and et_http_error_response.
+ * the sticky results), et_http_host_parse, et_http_reason_name, et_http_error_response and,
+ * for a complete head, et_http_content_length (ET_OK within the bound, or 400, 411, 413).
  *
  * The input is the bytes a client sends, as is (no control bytes), so the seeds in
  * fuzz/corpus/http_head/ are plain request heads, valid and malformed. Each input is parsed
@@ -225,6 +226,24 @@ static void host_value(const uint8_t *data, size_t size)
     check_host(out, (size_t)rv);
 }
 
+/* content_length checks et_http_content_length on the complete head at the start of |data|,
+ * copied to an exactly-sized buffer. */
+static void content_length(const uint8_t *data, size_t size)
+{
+    uint8_t *copy = malloc(size ? size : 1);
+    check(copy != NULL);
+    memcpy(copy, data, size);
+    et_http_head h;
+    et_http_head_init(&h);
+    check(et_http_head_parse(copy, size, &h) == ET_HTTP_HEAD_COMPLETE);
+    uint64_t len = 0;
+    int rv = et_http_content_length(copy, &h, 8192, &len);
+    check(rv == ET_OK ? len <= 8192
+                      : rv == ET_E_HTTP_BAD_REQUEST || rv == ET_E_HTTP_LENGTH_REQUIRED ||
+                            rv == ET_E_HTTP_BODY_TOO_LARGE);
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     outcome whole, again;
@@ -248,6 +267,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_prefix(data, splits[i], &whole);
 
     if (whole.rv == ET_HTTP_HEAD_COMPLETE) {
+        content_length(data, size);
         round_trip(&whole);
         /* The head alone is a complete head: it delimits itself. */
         outcome head;

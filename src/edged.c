@@ -24,7 +24,7 @@ static void usage(FILE *f)
           "             [--http ADDR] [--origin-timeout DURATION] [--head-timeout DURATION]\n"
           "             [--keepalive DURATION] [--route-wait DURATION] [--drain-timeout DURATION]\n"
           "             [--idle-timeout DURATION] [--max-tunnels N] [--max-streams N]\n"
-          "             [--max-client-conns N] [--rate-limit N] [--rate-burst N]\n"
+          "             [--max-client-conns N] [--rate-limit N] [--rate-burst N] [--admin ADDR]\n"
           "             [--tcp-ports LO-HI] [--tcp-bind ADDR] [--threads N]\n"
           "             [--log-format text|json] [--log-level debug|info|warn|error]\n"
           "             [--config FILE] [--print-config]\n"
@@ -36,6 +36,8 @@ static void usage(FILE *f)
           "  --http ADDR       public HTTP listener, routed by Host (e.g. 0.0.0.0:8080)\n"
           "  --origin-timeout  504 when the origin has not answered in time (default 30s)\n"
           "  --head-timeout    408 when a request head is not complete in time (default 10s)\n"
+          "  --admin ADDR      admin API: /healthz /readyz /metrics /api/v1/tunnels\n"
+          "                    /api/tunnel/NAME/health, POST /api/v1/push (e.g. 127.0.0.1:7070)\n"
           "  --keepalive DUR   a tunnel socket silent this long is dead (default 15s; PING\n"
           "                    every third of it)\n"
           "  --route-wait DUR  a request whose tunnel is not connected waits this long for it\n"
@@ -128,7 +130,7 @@ static bool signal_within(void *set)
 /* print_config writes the effective settings as one JSON object, keys named as the flags. */
 static int print_config(const et_edge_config *cfg, const char *cert, const char *key,
                         const char *token_key, bool dev, unsigned long dev_port, et_log_format fmt,
-                        et_log_level level)
+                        et_log_level level, const char *admin)
 {
     char ports[16] = "";
     if (cfg->tcp_lo != 0)
@@ -163,7 +165,8 @@ static int print_config(const et_edge_config *cfg, const char *cert, const char 
          json_object_set_new(o, "max-streams", json_integer(cfg->max_streams)) < 0 ||
          json_object_set_new(o, "max-client-conns", json_integer(cfg->max_client_conns)) < 0 ||
          json_object_set_new(o, "rate-limit", json_integer(cfg->rate_per_min)) < 0 ||
-         json_object_set_new(o, "rate-burst", json_integer(cfg->rate_burst)) < 0)) {
+         json_object_set_new(o, "rate-burst", json_integer(cfg->rate_burst)) < 0 ||
+         json_object_set_new(o, "admin", admin[0] ? json_string(admin) : json_null()) < 0)) {
         json_decref(o);
         return 1;
     }
@@ -179,6 +182,7 @@ static int print_config(const et_edge_config *cfg, const char *cert, const char 
 typedef struct settings {
     et_edge_config cfg;
     char cert[4096], key[4096], token_key[4096]; /* paths; "" when not given */
+    char admin[128];                             /* --admin ADDR, or "" */
     bool dev, print;
     unsigned long dev_port;
     et_log_format fmt;
@@ -213,6 +217,7 @@ static const struct option opts[] = {
     {"help", no_argument, NULL, 'h'},
     {"config", required_argument, NULL, 'C'},
     {"print-config", no_argument, NULL, 'J'},
+    {"admin", required_argument, NULL, 'a'},
     {NULL, 0, NULL, 0},
 };
 
@@ -309,6 +314,7 @@ static int load(int argc, char **argv, settings *st)
         case 'h': usage(stdout); return 0;
         case 'C': break; /* read by et_cli_args_load */
         case 'J': st->print = true; break;
+        case 'a': snprintf(st->admin, sizeof(st->admin), "%s", optarg); break;
         default: usage(stderr); return 2;
         }
         if (rv < 0) {
@@ -333,7 +339,8 @@ static int load(int argc, char **argv, settings *st)
     snprintf(st->key, sizeof(st->key), "%s", key ? key : "");
     snprintf(st->token_key, sizeof(st->token_key), "%s", token_key ? token_key : "");
     if (st->print)
-        return print_config(cfg, cert, key, token_key, st->dev, st->dev_port, st->fmt, st->level);
+        return print_config(cfg, cert, key, token_key, st->dev, st->dev_port, st->fmt, st->level,
+                            st->admin);
     return -1;
 }
 
@@ -396,11 +403,15 @@ int main(int argc, char **argv)
     et_cli_block_signals(&set);
     static et_engine eng;
     int rv = et_edge_start(&eng, cfg, ctx);
+    if (rv == ET_OK && st.admin[0] != '\0')
+        rv = et_edge_admin_start(&eng, st.admin);
     int status = 1;
     if (rv == ET_OK) {
+        et_edge_admin_set_ready(&eng, true);
         int sig;
         while ((sig = et_cli_wait_signal_or_hup(&set)) == SIGHUP)
             reload(&eng, argc, argv);
+        et_edge_admin_set_ready(&eng, false);
         et_logf(ET_LOG_INFO, "stopping", "signal=%d", sig);
         /* A rolling restart: a new edged already listens on the same ports (SO_REUSEPORT). */
         (void)et_edge_drain(&eng, signal_within, &set);
@@ -410,6 +421,7 @@ int main(int argc, char **argv)
                 et_error_where());
     }
     et_engine_stop(&eng);
+    et_edge_admin_stop(&eng); /* before cleanup: what it posted to the workers is delivered */
     et_engine_log_stats(&eng);
     et_edge_cleanup(&eng);
     return status;

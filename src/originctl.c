@@ -22,7 +22,8 @@ static void usage(FILE *f)
         "             [--http HOST=http://ADDR:PORT]... [--tcp PUBLIC_PORT=HOST:PORT]...\n"
         "             [--proxy-protocol] [--data-conns N] [--no-control] [--drain-timeout DUR]\n"
         "             [--threads N] [--log-format text|json] [--log-level LEVEL]\n"
-        "             [--config FILE] [--print-config]\n"
+        "             [--config FILE] [--print-config] [--admin ADDR]\n"
+        "       originctl status [--admin ADDR] [--json]\n"
         "       originctl --version | --help\n"
         "\n"
         "  --http photos.example.com=http://127.0.0.1:3000\n"
@@ -37,7 +38,9 @@ static void usage(FILE *f)
         "  --insecure                do not verify the edge (development only)\n"
         "  --config FILE             read settings from FILE first (key = value, keys as the\n"
         "                            long flags); flags on the command line override it\n"
-        "  --print-config            print the effective settings as one JSON object and exit\n",
+        "  --print-config            print the effective settings as one JSON object and exit\n"
+        "  --admin ADDR              admin API: /healthz /metrics /status (e.g. 127.0.0.1:7071;\n"
+        "                            `originctl status` asks 127.0.0.1:7071 unless told)\n",
         f);
 }
 
@@ -123,7 +126,7 @@ static bool signal_within(void *set)
 /* print_config writes the effective settings as one JSON object, keys named as the flags; the
  * token only as "<set>". */
 static int print_config(const et_origin_config *cfg, const et_tls_client_opts *tls,
-                        et_log_format fmt, et_log_level level)
+                        et_log_format fmt, et_log_level level, const char *admin)
 {
     json_t *http = json_array(), *tcp = json_array();
     char addr[80], text[ET_HOST_MAX + 96];
@@ -148,7 +151,9 @@ static int print_config(const et_origin_config *cfg, const et_tls_client_opts *t
     char drain[24];
     snprintf(drain, sizeof(drain), "%llums",
              (unsigned long long)(cfg->drain_timeout_ns / 1000000ull));
-    if (o != NULL && json_object_set_new(o, "drain-timeout", json_string(drain)) < 0) {
+    if (o != NULL &&
+        (json_object_set_new(o, "drain-timeout", json_string(drain)) < 0 ||
+         json_object_set_new(o, "admin", admin ? json_string(admin) : json_null()) < 0)) {
         json_decref(o);
         return 1;
     }
@@ -177,6 +182,7 @@ static int connect_main(int argc, char **argv)
         {"threads", required_argument, NULL, 'n'},
         {"log-format", required_argument, NULL, 'f'},
         {"log-level", required_argument, NULL, 'l'},
+        {"admin", required_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {"config", required_argument, NULL, 'C'},
         {"print-config", no_argument, NULL, 'J'},
@@ -189,6 +195,7 @@ static int connect_main(int argc, char **argv)
     }
     bool print = false;
     static et_origin_config cfg;
+    const char *admin = NULL;
     cfg.data_conns = 4;
     cfg.drain_timeout_ns = 30ull * 1000000000ull;
     cfg.threads = et_cli_threads();
@@ -228,6 +235,7 @@ static int connect_main(int argc, char **argv)
             break;
         case 'f': rv = et_cli_log_format(optarg, &fmt); break;
         case 'l': rv = et_cli_log_level(optarg, &level); break;
+        case 'a': admin = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'C': break; /* read by et_cli_args_load */
         case 'J': print = true; break;
@@ -244,7 +252,7 @@ static int connect_main(int argc, char **argv)
         return 2;
     }
     if (print)
-        return print_config(&cfg, &tls, fmt, level);
+        return print_config(&cfg, &tls, fmt, level, admin);
     et_log_init(fmt, level);
     if (tls.insecure)
         et_logf(ET_LOG_WARN, "insecure", "why=\"--insecure: the edge is not verified\"");
@@ -260,6 +268,8 @@ static int connect_main(int argc, char **argv)
     et_cli_block_signals(&set);
     static et_engine eng;
     int rv = et_origin_start(&eng, &cfg, ctx);
+    if (rv == ET_OK && admin != NULL)
+        rv = et_origin_admin_start(&eng, admin);
     int status = 1;
     if (rv == ET_OK) {
         int sig = et_cli_wait_signal(&set);
@@ -272,6 +282,8 @@ static int connect_main(int argc, char **argv)
                 et_error_where());
     }
     et_engine_stop(&eng);
+    et_origin_admin_stop(&eng);
+    et_origin_control_cleanup(&eng);
     et_engine_log_stats(&eng);
     et_origin_cleanup(&eng);
     return status;
@@ -289,6 +301,8 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "connect") == 0)
         return connect_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "status") == 0)
+        return et_origin_status_main(argc - 1, argv + 1);
     usage(stderr);
     return 2;
 }

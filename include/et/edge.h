@@ -4,6 +4,7 @@
 #ifndef ET_EDGE_H
 #define ET_EDGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,17 @@ void et_edge_reload(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx);
 
 /* et_edge_cleanup frees what et_edge_start set up, after et_engine_stop. */
 void et_edge_cleanup(et_engine *eng);
+
+/* et_edge_admin_start serves edged's admin API (README.md, "Admin API") on |addr| from a
+ * thread of its own, for edge |eng| (started). Returns ET_OK or an error (logged). */
+ET_MUST_USE int et_edge_admin_start(et_engine *eng, const char *addr);
+
+/* et_edge_admin_set_ready sets what GET /readyz answers (200 when |ready|, else 503). */
+void et_edge_admin_set_ready(et_engine *eng, bool ready);
+
+/* et_edge_admin_stop stops and frees the admin server of |eng|, after et_engine_stop and
+ * before et_edge_cleanup; nothing when none runs. */
+void et_edge_admin_stop(et_engine *eng);
 
 /* et_read_key_file reads a token key file (text, at least 32 bytes, one trailing newline
  * ignored) into |out|. Returns ET_OK or ET_E_CONFIG (logged). */

@@ -67,6 +67,8 @@ enum {
 enum {
     ET_E_HTTP_BAD_REQUEST = ET_ERR_MAKE(ET_CLASS_PROTOCOL, 400),
     ET_E_HTTP_TOO_LARGE = ET_ERR_MAKE(ET_CLASS_PROTOCOL, 431),
+    ET_E_HTTP_LENGTH_REQUIRED = ET_ERR_MAKE(ET_CLASS_PROTOCOL, 411),
+    ET_E_HTTP_BODY_TOO_LARGE = ET_ERR_MAKE(ET_CLASS_PROTOCOL, 413),
 };
 
 /* et_http_reason names the rule a rejected head broke (et_http_head.reason). */
@@ -164,6 +166,17 @@ ET_MUST_USE int et_http_head_parse(const uint8_t *buf, size_t len, et_http_head 
  * with a value of 1..65535. Does not take ownership of |p|; |out| is the caller's. */
 ET_MUST_USE int et_http_host_parse(const uint8_t *p, size_t n, char out[ET_HOST_MAX + 1],
                                    uint16_t *port, et_http_reason *why);
+
+/* et_http_content_length reads the body length of the request whose complete head |h| was
+ * parsed from |buf| (et_http_head_parse returned ET_HTTP_HEAD_COMPLETE for it): ET_OK with
+ * |*out| = the Content-Length (0 when there is none), ET_E_HTTP_BAD_REQUEST for a value that is
+ * not 1*DIGIT (OWS around it allowed) or a second Content-Length field,
+ * ET_E_HTTP_LENGTH_REQUIRED (411) for a Transfer-Encoding field (no chunked bodies here), or
+ * ET_E_HTTP_BODY_TOO_LARGE (413) for a length over |max|; ET_E_USAGE when |h| is not complete.
+ * For the admin listeners: the public path never frames bodies. Does not take ownership of
+ * |buf|. */
+ET_MUST_USE int et_http_content_length(const uint8_t *buf, const et_http_head *h, uint64_t max,
+                                       uint64_t *out);
 
 /* et_http_error_response writes a complete HTTP/1.1 response for |status| (400, 404, 408, 429, 431,
  * 502, 503 or 504) into |buf| (|cap| bytes): status line, Content-Type: text/plain;

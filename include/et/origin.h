@@ -51,6 +51,35 @@ ET_MUST_USE int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL
  * or |interrupted|(|arg|) returns true (polled every few milliseconds). Returns the number of
  * streams still open. Call from the main thread. */
 uint64_t et_origin_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg);
+/* et_origin_config_of returns the configuration |eng| runs with (owned by the engine). */
+const et_origin_config *et_origin_config_of(et_engine *eng);
+
+/* et_origin_session returns the session of the newest generation (a GOAWAY from the edge
+ * starts a new one); owned by the engine and valid until et_origin_cleanup (the fields under
+ * its mutex need it). */
+et_session *et_origin_session(et_engine *eng);
+
+/* et_origin_control_frame handles HEALTH (probes the local services, answers HEALTH_ANSWER)
+ * and PUSH (logged; understood config applied) on |ts|'s worker (control.c): the side's
+ * on_control_frame hook. */
+void et_origin_control_frame(et_tsock *ts, const et_frame *f, const et_msg *m);
+
+/* et_origin_admin_start serves originctl's admin API (/healthz, /metrics, /status) on |addr|
+ * from a thread of its own, for origin |eng| (started). Returns ET_OK or an error (logged). */
+ET_MUST_USE int et_origin_admin_start(et_engine *eng, const char *addr);
+
+/* et_origin_admin_stop stops and frees the admin server of |eng|, before et_origin_cleanup;
+ * nothing when none runs. */
+void et_origin_admin_stop(et_engine *eng);
+
+/* et_origin_status_main implements `originctl status [--admin ADDR] [--json]`: asks a running
+ * originctl's admin listener for /status and prints it (a table, or the JSON). Returns the
+ * process exit status. */
+int et_origin_status_main(int argc, char **argv);
+
+/* et_origin_control_cleanup frees the HEALTH probes still in flight, after et_engine_stop and
+ * before et_origin_cleanup (control.c). */
+void et_origin_control_cleanup(et_engine *eng);
 
 /* et_origin_cleanup frees what et_origin_start set up, after et_engine_stop. */
 void et_origin_cleanup(et_engine *eng);

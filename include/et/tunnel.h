@@ -53,6 +53,11 @@ typedef enum et_side {
 #define ET_STAT_REASONS 64
 unsigned et_stat_slot(uint16_t wire_code);
 
+#define ET_CANCEL_BUCKETS    14
+#define ET_HTTP_STATUS_SLOTS 9
+#define ET_HS_SLOT_NO_ANSWER 5 /* a HEALTH probe the origin did not answer in time */
+#define ET_HS_SLOTS          6
+
 typedef struct et_stats {
     _Atomic uint64_t sockets_up, sockets_down;
     _Atomic uint64_t streams_opened, streams_finished, streams_cancelled;
@@ -69,7 +74,29 @@ typedef struct et_stats {
     _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];
+    /* Cancel delivery: CANCEL sent to its CANCEL_ACK back, as seen by the canceller (the ack
+     * echoes our clock). Per-bucket counts (not cumulative), bounds in et_cancel_bucket_us. */
+    _Atomic uint64_t cancel_rtt_buckets[ET_CANCEL_BUCKETS + 1]; /* the last one: +Inf */
+    _Atomic uint64_t cancel_rtt_sum_ns;
+    /* Edge, public HTTP: answers edged gave itself, by status (et_http_status_slot). */
+    _Atomic uint64_t http_answers[ET_HTTP_STATUS_SLOTS];
+    /* Admin: HEALTH probes by outcome (et_health_status, then ET_HS_SLOT_NO_ANSWER) and PUSH. */
+    _Atomic uint64_t health_probes[ET_HS_SLOTS];
+    _Atomic uint64_t push_sent, push_dropped, push_received;
 } et_stats;
+
+/* et_cancel_bucket_us returns the upper bound (microseconds) of cancel-delivery bucket |i| <
+ * ET_CANCEL_BUCKETS. */
+uint64_t et_cancel_bucket_us(unsigned i);
+
+/* et_stats_cancel_rtt records one cancel delivery round trip of |ns| in |s|. */
+void et_stats_cancel_rtt(et_stats *s, uint64_t ns);
+
+/* et_http_status_slot maps an HTTP status edged answers (400, 404, 408, 429, 431, 502, 503, 504) to
+ * its slot in et_stats.http_answers; any other status gets the last slot. et_http_slot_status
+ * is the inverse (0 for the last slot). */
+unsigned et_http_status_slot(int status);
+int et_http_slot_status(unsigned slot);
 
 #define ET_COUNT(field)      atomic_fetch_add_explicit(&(field), 1, memory_order_relaxed)
 #define ET_COUNT_N(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
@@ -78,10 +105,15 @@ typedef struct et_stats {
 
 typedef struct et_engine et_engine;
 typedef struct et_worker et_worker;
+typedef struct et_strbuf et_strbuf;
 typedef struct et_tsock et_tsock;
 typedef struct et_stream et_stream;
 typedef struct et_session et_session;
 typedef struct et_stream_table et_stream_table;
+
+/* et_metrics_write appends the counters of |eng| shared by both sides, in the Prometheus text
+ * format (names edgetunnel_*), to |b|. Reads atomics only; any thread. */
+void et_metrics_write(et_engine *eng, et_strbuf *b);
 
 /* Side-specific behaviour, installed by edge.c or origin.c. */
 typedef struct et_side_ops {
@@ -99,6 +131,9 @@ typedef struct et_side_ops {
     void (*on_goaway)(et_tsock *ts, const et_goaway *g);
     /* |s| is being torn down (on its worker); may be NULL. */
     void (*on_stream_closed)(et_stream *s);
+    /* HEALTH, HEALTH_ANSWER or PUSH arrived on the ready socket |ts| (on its worker); NULL
+     * ignores them. The views in |m| live only for the call. */
+    void (*on_control_frame)(et_tsock *ts, const et_frame *f, const et_msg *m);
 } et_side_ops;
 
 struct et_worker {
@@ -131,6 +166,7 @@ struct et_engine {
     _Atomic uint32_t max_streams;      /* open streams per session; 0 = no limit */
     _Atomic uint64_t idle_timeout_ns;  /* a stream with no byte either way this long ends */
     void *side_state;                  /* edge hub or origin config; owned by the side */
+    _Atomic(void *) admin;             /* the admin server's state, or NULL; owned by it */
     void (*session_free_side)(void *); /* frees et_session.side */
 };
 
@@ -206,6 +242,9 @@ struct et_session {
     unsigned rr;               /* round-robin position over data */
     _Atomic uint32_t nstreams; /* open streams, over all its sockets (the --max-streams limit) */
     void *side;                /* side-specific (edge: tunnel and routes); owned by the side */
+    /* Per-session counters, for the admin API (written by any worker). */
+    _Atomic uint64_t streams_opened, streams_closed, bytes_to_peer, bytes_from_peer;
+    _Atomic uint64_t push_sent, push_dropped;
 };
 
 /* et_session_new returns a session with one reference for the caller, or NULL. */
@@ -222,6 +261,23 @@ ET_MUST_USE int et_session_attach(et_session *s, et_tsock *ts, et_tsock **replac
 
 /* et_session_detach removes |ts| from |s| (dropping the session's reference). */
 void et_session_detach(et_session *s, et_tsock *ts);
+
+/* A copy of one socket's facts for the admin API. */
+typedef struct et_sock_info {
+    uint32_t id;
+    uint32_t rtt_us; /* et_tsock.rtt_us */
+    uint8_t role;    /* et_role */
+    uint8_t state;   /* et_tsock_state */
+    char peer[64];
+} et_sock_info;
+
+/* et_session_sockets copies the facts of |s|'s sockets (control first) into |out|, which has
+ * room for |cap|, holding the session's mutex for the copy only (the cancel path takes it too);
+ * returns how many it copied. */
+unsigned et_session_sockets(et_session *s, et_sock_info *out, unsigned cap);
+
+/* et_tsock_state_name returns a static name of et_tsock_state |state| ("ready"). */
+const char *et_tsock_state_name(uint8_t state);
 
 /* et_session_pick_data returns the next live data socket of |s| round-robin (a new reference
  * for the caller), or NULL when there is none. */
@@ -281,6 +337,10 @@ struct et_tsock {
     uint32_t keepalive_ms; /* PING after this long without a frame; dead after three; 0 = off */
     uint64_t last_rx_ns;   /* when a frame last arrived */
     void *side;            /* side-specific (origin: pool slot) */
+
+    /* The kernel's smoothed RTT (TCP_INFO) in microseconds, sampled by the owner at ready and
+     * every keepalive tick, read by the admin API; 0 = not known yet. */
+    _Atomic uint32_t rtt_us;
 };
 
 /* et_tsock_new creates a tunnel socket on |w| for the connected or connecting |fd| (ownership

@@ -53,14 +53,35 @@ static tunnel_entry *tunnel_get(edge_hub *hub, const char *name)
     return t;
 }
 
+unsigned tunnel_set_rate(edge_hub *hub, const char *name, uint32_t per_min, uint32_t burst)
+{
+    unsigned n = 0;
+    for (size_t k = 0; k < TUNNEL_BUCKETS; k++) {
+        for (tunnel_entry *t = hub->tunnels[k]; t != NULL; t = t->next) {
+            if (name != NULL && strcmp(t->name, name) != 0)
+                continue;
+            t->rate_set = true;
+            t->rate_per_min = per_min;
+            t->rate_burst = burst;
+            n++;
+        }
+    }
+    return n;
+}
+
 bool rate_take(edge_hub *hub, tunnel_entry *t, uint64_t now)
 {
+    if (t == NULL)
+        return true;
     const et_edge_config *live = edge_live(hub);
-    uint64_t rate = live->rate_per_min;
-    if (rate == 0 || t == NULL)
+    uint64_t rate = t->rate_set ? t->rate_per_min : live->rate_per_min;
+    uint64_t burst = t->rate_set ? t->rate_burst : live->rate_burst;
+    if (rate == 0)
         return true;
     rate_bucket *b = &t->rate;
-    uint64_t cap = (uint64_t)(live->rate_burst != 0 ? live->rate_burst : 1) * 1000000u;
+    uint64_t cap = (burst != 0 ? burst : 1) * 1000000u;
+    if (b->tokens > cap)
+        b->tokens = cap; /* a smaller burst since the last connection */
     if (b->last_ns == 0) {
         b->tokens = cap; /* a tunnel starts with a full burst */
     } else if (now > b->last_ns) {
@@ -567,6 +588,7 @@ static const et_side_ops edge_ops = {
     .on_tsock_closed = edge_on_closed,
     .on_tls_done = NULL,
     .on_stream_closed = edge_stream_closed,
+    .on_control_frame = et_edge_control_frame, /* admin.c */
 };
 
 /* --- start / stop ----------------------------------------------------------------------- */

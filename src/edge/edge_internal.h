@@ -22,6 +22,8 @@ typedef struct rate_bucket {
 typedef struct tunnel_entry {
     char name[ET_TUNNEL_NAME_MAX + 1];
     rate_bucket rate;
+    bool rate_set; /* a rate_limit push set the two below for this tunnel (else --rate-limit) */
+    uint32_t rate_per_min, rate_burst;
     struct tunnel_entry *next; /* hash chain */
 } tunnel_entry;
 
@@ -136,6 +138,11 @@ void http_route_free_all(edge_hub *hub);
  * the tunnel is over its rate. Under hub->mu. */
 bool rate_take(edge_hub *hub, tunnel_entry *t, uint64_t now_ns);
 
+/* tunnel_set_rate gives tunnel |name| (every tunnel the edge has seen when NULL) its own rate
+ * limit, in place of --rate-limit (a rate_limit config push); per_min 0 = no limit. Returns the
+ * number of tunnels changed. Under hub->mu. */
+unsigned tunnel_set_rate(edge_hub *hub, const char *name, uint32_t per_min, uint32_t burst);
+
 /* client_admit counts a new public connection from |fd|'s peer address: returns its slot (to
  * give back with client_release), -1 when no limit is set, or -2 when the address is at its
  * limit (counted; the caller refuses the connection). */
@@ -143,6 +150,9 @@ int32_t client_admit(et_engine *eng, int fd);
 
 /* client_release gives back the count of slot |slot| (client_admit); -1 does nothing. */
 void client_release(et_engine *eng, int32_t slot);
+/* et_edge_control_frame handles HEALTH_ANSWER for the admin API (admin.c): the side's
+ * on_control_frame hook. */
+void et_edge_control_frame(et_tsock *ts, const et_frame *f, const et_msg *m);
 
 /* http_on_accept handles one accepted public HTTP connection on |w| (http.c). */
 void http_on_accept(et_worker *w, int fd);

@@ -67,6 +67,7 @@ static void answer(http_conn *c, int status, const char *why)
     int n = et_http_error_response(status, page, sizeof(page));
     et_logf(ET_LOG_INFO, "http_answer", "status=%d why=%s", status, why);
     ET_COUNT(eng->stats.public_refused);
+    ET_COUNT(eng->stats.http_answers[et_http_status_slot(status)]);
     if (n > 0)
         (void)send(c->fd, page, (size_t)n, MSG_NOSIGNAL);
     shutdown(c->fd, SHUT_WR);

@@ -479,6 +479,7 @@ static const et_side_ops origin_ops = {
     .on_tsock_closed = origin_closed,
     .on_tls_done = origin_tls_done,
     .on_goaway = origin_goaway,
+    .on_control_frame = et_origin_control_frame, /* control.c */
 };
 
 int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
@@ -494,9 +495,23 @@ int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
     os->cur = first; /* from the start on, read and written under os->mu */
     ET_GUARD(et_engine_start(eng));
     ET_GUARD(gen_dial(first));
-    et_logf(ET_LOG_INFO, "starting", "edge=%s sockets=%u threads=%u", cfg->edge_addr,
-            first->nslots, eng->nworkers);
+    et_logf(ET_LOG_INFO, "starting", "edge=%s sockets=%u threads=%u", cfg->edge_addr, first->nslots,
+            eng->nworkers);
     return ET_OK;
+}
+
+const et_origin_config *et_origin_config_of(et_engine *eng)
+{
+    return &state_of(eng)->cfg;
+}
+
+et_session *et_origin_session(et_engine *eng)
+{
+    origin_state *os = state_of(eng);
+    pthread_mutex_lock(&os->mu);
+    et_session *s = os->cur->sess; /* generations live until et_origin_cleanup */
+    pthread_mutex_unlock(&os->mu);
+    return s;
 }
 
 void et_origin_cleanup(et_engine *eng)

@@ -98,6 +98,7 @@ int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind, et_str
     }
     ts->nstreams++;
     ET_COUNT(ts->w->eng->stats.streams_opened);
+    ET_COUNT(ts->sess->streams_opened);
     *out = s;
     return ET_OK;
 }
@@ -203,6 +204,7 @@ static void teardown(et_stream *s, bool reset)
             /* An HTTP client still waiting for its answer gets an error page, not a reset. */
             char page[512];
             int n = et_http_error_response(s->answer_status, page, sizeof(page));
+            ET_COUNT(s->w->eng->stats.http_answers[et_http_status_slot(s->answer_status)]);
             if (n > 0 && send(s->fd, page, (size_t)n, MSG_NOSIGNAL) == n)
                 reset = false;
             et_logf(ET_LOG_INFO, "http_answer", "status=%u why=%s uc=%u", s->answer_status,
@@ -225,6 +227,7 @@ static void teardown(et_stream *s, bool reset)
     atomic_fetch_sub(&s->sess->nstreams, 1);
     if (s->w->eng->ops->on_stream_closed != NULL)
         s->w->eng->ops->on_stream_closed(s);
+    ET_COUNT(s->sess->streams_closed);
     et_reactor_defer(s->w->r, &s->free_task);
 }
 
@@ -314,6 +317,7 @@ size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room)
         s->send_credit -= n;
         s->last_sent_ns = et_reactor_now(s->w->r);
         ET_COUNT_N(s->w->eng->stats.bytes_to_peer, (uint64_t)n);
+        ET_COUNT_N(s->sess->bytes_to_peer, (uint64_t)n);
         if ((size_t)n < want && !s->local_rdhup && !from_pend)
             s->local_readable = false; /* drained for now: the next edge says when */
         et_stream_update_ready(s);

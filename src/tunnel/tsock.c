@@ -3,6 +3,8 @@
 #include "et/tunnel.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,6 +39,17 @@ static void free_task_fn(et_reactor *r, et_task *t)
     et_tsock_unref(ts); /* the worker list's reference */
 }
 
+/* sample_rtt stores the kernel's smoothed RTT of |ts| for the admin API; on the owner's thread,
+ * which alone may touch the fd. */
+static void sample_rtt(et_tsock *ts)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    if (ts->fd >= 0 && getsockopt(ts->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+        len >= offsetof(struct tcp_info, tcpi_rtt) + sizeof(ti.tcpi_rtt))
+        atomic_store_explicit(&ts->rtt_us, ti.tcpi_rtt, memory_order_relaxed);
+}
+
 static void arm_keepalive(et_tsock *ts)
 {
     if (ts->keepalive_ms == 0)
@@ -54,6 +67,7 @@ static void keepalive_tick(et_tsock *ts)
     uint64_t now = et_reactor_now(ts->w->r);
     uint64_t iv = (uint64_t)ts->keepalive_ms * 1000000ull;
     uint64_t quiet = now - ts->last_rx_ns;
+    sample_rtt(ts);
     if (quiet >= 3 * iv) {
         ET_COUNT(ts->w->eng->stats.frame_errors[et_stat_slot(ET_WE_KEEPALIVE_TIMEOUT)]);
         et_logf(ET_LOG_WARN, "keepalive_timeout", "socket=%u peer=%s quiet_ms=%llu", ts->id,
@@ -354,6 +368,7 @@ void et_tsock_set_ready(et_tsock *ts)
     et_timer_cancel(ts->w->r, &ts->timer);
     ts->last_rx_ns = et_reactor_now(ts->w->r);
     arm_keepalive(ts);
+    sample_rtt(ts);
     if (ts->role == ET_ROLE_DATA && et_sock_set_notsent_lowat(ts->fd, ET_DATA_LOWAT) < 0)
         et_logf(ET_LOG_WARN, "sockopt_failed", "socket=%u opt=TCP_NOTSENT_LOWAT", ts->id);
     ET_COUNT(ts->w->eng->stats.sockets_up);
@@ -391,6 +406,8 @@ static void on_cancel_ack(et_tsock *ts, const et_frame *f, const et_cancel_ack *
 {
     ET_COUNT(ts->w->eng->stats.cancel_acks);
     uint64_t now = et_now_ns();
+    if (now >= a->echo_ns) /* echo_ns is our own clock: a forged one only skews our metric */
+        et_stats_cancel_rtt(&ts->w->eng->stats, now - a->echo_ns);
     et_logf(ET_LOG_INFO, "cancel_ack",
             "uc=%u sid=%u outcome=%u rtt_ns=%llu handle_ns=%u dropped=%llu path=%s",
             f->user_channel, f->stream_id, a->outcome,
@@ -449,6 +466,7 @@ static uint16_t dispatch(et_tsock *ts, const et_frame *f)
     }
     case ET_A_DATA: {
         ET_COUNT_N(eng->stats.bytes_from_peer, f->length);
+        ET_COUNT_N(ts->sess->bytes_from_peer, f->length);
         if ((s = stream_for(ts, f)) == NULL)
             return ET_WE_NONE;
         et_frame next;
@@ -485,7 +503,11 @@ static uint16_t dispatch(et_tsock *ts, const et_frame *f)
     case ET_A_HEALTH:
     case ET_A_HEALTH_ANSWER:
     case ET_A_PUSH:
-        et_logf(ET_LOG_DEBUG, "frame_ignored", "socket=%u action=%s", ts->id, info->name);
+        /* The table already checked the direction and socket kind: the side decides. */
+        if (eng->ops->on_control_frame != NULL)
+            eng->ops->on_control_frame(ts, f, &m);
+        else
+            et_logf(ET_LOG_DEBUG, "frame_ignored", "socket=%u action=%s", ts->id, info->name);
         return ET_WE_NONE;
     case ET_A_ERROR:
         if (f->user_channel == 0) {

@@ -622,3 +622,55 @@ int et_http_error_response(int status, char *buf, size_t cap)
     ET_ENSURE(n > 0 && (size_t)n < cap, ET_E_USAGE);
     return n;
 }
+
+/* --- request bodies (admin listeners) --------------------------------------------------- */
+
+int et_http_content_length(const uint8_t *buf, const et_http_head *h, uint64_t max, uint64_t *out)
+{
+    ET_ENSURE(buf != NULL && h != NULL && out != NULL && h->st.result == ET_HTTP_HEAD_COMPLETE &&
+                  h->start <= h->head_len,
+              ET_E_USAGE);
+    CBS head;
+    CBS_init(&head, buf + h->start, h->head_len - h->start);
+    bool first = true, seen = false;
+    uint64_t len = 0;
+    while (CBS_len(&head) > 0) {
+        const uint8_t *lf = memchr(CBS_data(&head), '\n', CBS_len(&head));
+        CBS line;
+        if (lf == NULL || !CBS_get_bytes(&head, &line, (size_t)(lf - CBS_data(&head)) + 1))
+            return ET_RAISE(ET_E_HTTP_BAD_REQUEST); /* a complete head ends every line */
+        if (first) {
+            first = false; /* the request line */
+            continue;
+        }
+        const uint8_t *colon = memchr(CBS_data(&line), ':', CBS_len(&line));
+        CBS name, value;
+        if (colon == NULL)
+            continue; /* the blank line that ends the head */
+        if (!CBS_get_bytes(&line, &name, (size_t)(colon - CBS_data(&line))) || !CBS_skip(&line, 1))
+            return ET_RAISE(ET_E_HTTP_BAD_REQUEST);
+        if (equals_lower(name, "transfer-encoding"))
+            return ET_RAISE(ET_E_HTTP_LENGTH_REQUIRED);
+        if (!equals_lower(name, "content-length"))
+            continue;
+        ET_ENSURE(!seen, ET_E_HTTP_BAD_REQUEST); /* two lengths: which one frames the body? */
+        seen = true;
+        value = line;
+        uint8_t c;
+        for (CBS t = value; CBS_get_last_u8(&t, &c) && (c == '\n' || c == '\r'); value = t) {
+        }
+        trim_ows(&value);
+        ET_ENSURE(CBS_len(&value) > 0, ET_E_HTTP_BAD_REQUEST);
+        bool big = false;
+        while (CBS_get_u8(&value, &c)) {
+            ET_ENSURE(c >= '0' && c <= '9', ET_E_HTTP_BAD_REQUEST);
+            if (!big)
+                len = len * 10 + (uint64_t)(c - '0');
+            big = big || len > max; /* keep checking the digits, stop counting */
+        }
+        if (big)
+            return ET_RAISE(ET_E_HTTP_BODY_TOO_LARGE);
+    }
+    *out = len;
+    return ET_OK;
+}

@@ -54,7 +54,7 @@ def origin_settings(pin):
         ("tcp", "20022=127.0.0.1:22"), ("tcp", "20023=[::1]:23"),
         ("proxy-protocol", True), ("data-conns", 3), ("no-control", False), ("insecure", False),
         ("threads", 2), ("log-format", "json"), ("log-level", "debug"),
-        ("drain-timeout", "7s"),
+        ("drain-timeout", "7s"), ("admin", "127.0.0.1:17071"),
     ]
 
 
@@ -67,7 +67,7 @@ def edge_settings(pki, token_key):
         ("log-level", "warn"), ("dev", False), ("dev-port", 4000),
         ("route-wait", "1500ms"), ("drain-timeout", "45s"), ("idle-timeout", "0"),
         ("max-tunnels", 7), ("max-streams", 70), ("max-client-conns", 0), ("rate-limit", 600),
-        ("rate-burst", 20),
+        ("rate-burst", 20), ("admin", "127.0.0.1:17070"),
     ]
 
 
@@ -85,7 +85,7 @@ def test_origin_file_and_flags_give_the_same_settings(bindir, tmp_path, pki):
                  "*.wiki.example.com=http://127.0.0.1:3001"],
         "tcp": ["20022=127.0.0.1:22", "20023=[::1]:23"], "proxy-protocol": True,
         "data-conns": 3, "no-control": False, "threads": 2, "log-format": "json",
-        "log-level": "debug", "drain-timeout": "7000ms",
+        "log-level": "debug", "drain-timeout": "7000ms", "admin": "127.0.0.1:17071",
     }
 
 
@@ -103,7 +103,7 @@ def test_edge_file_and_flags_give_the_same_settings(bindir, tmp_path, pki, token
         "keepalive": "9s", "log-format": "json", "log-level": "warn", "dev": False,
         "dev-port": 4000, "route-wait": "1500ms", "drain-timeout": "45000ms",
         "idle-timeout": "0ms", "max-tunnels": 7, "max-streams": 70, "max-client-conns": 0,
-        "rate-limit": 600, "rate-burst": 20,
+        "rate-limit": 600, "rate-burst": 20, "admin": "127.0.0.1:17070",
     }
 
 

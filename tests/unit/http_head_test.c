@@ -751,6 +751,68 @@ static void test_error_responses(void **state)
     assert_non_null(strstr(b404, "\r\n\r\nedged: no tunnel serves this host\n"));
 }
 
+/* --- Content-Length (admin listeners) ------------------------------------------------------ */
+
+/* length_of parses |text| (a complete head, placed against a guard page) and returns
+ * et_http_content_length's result with |*len| set. */
+static int length_of(const char *text, uint64_t max, uint64_t *len)
+{
+    size_t n = strlen(text);
+    uint8_t *g = tu_guarded(text, n);
+    et_http_head h;
+    et_http_head_init(&h);
+    assert_int_equal(et_http_head_parse(g, n, &h), ET_HTTP_HEAD_COMPLETE);
+    *len = 12345;
+    int rv = et_http_content_length(g, &h, max, len);
+    tu_guarded_free(g, n);
+    return rv;
+}
+
+static void test_content_length(void **state)
+{
+    uint64_t len;
+    assert_int_equal(length_of("GET / HTTP/1.1" CRLF "Host: a" CRLF CRLF, 100, &len), ET_OK);
+    assert_int_equal(len, 0);
+    assert_int_equal(length_of("POST / HTTP/1.1" CRLF "Host: a" CRLF "content-LENGTH:  42 " CRLF
+                               "X: y" CRLF CRLF,
+                               100, &len),
+                     ET_OK);
+    assert_int_equal(len, 42);
+    assert_int_equal(length_of(CRLF "POST / HTTP/1.1\nHost: a\nContent-Length: 7\n\n", 7, &len),
+                     ET_OK); /* bare LF, a leading empty line */
+    assert_int_equal(len, 7);
+    assert_int_equal(length_of("POST / HTTP/1.1" CRLF "Host: a" CRLF
+                               "Content-Length: 0100" CRLF CRLF,
+                               100, &len),
+                     ET_OK);
+    assert_int_equal(len, 100);
+    static const char *bad[] = {
+        "POST / HTTP/1.1" CRLF "Host: a" CRLF "Content-Length:" CRLF CRLF,
+        "POST / HTTP/1.1" CRLF "Host: a" CRLF "Content-Length: -1" CRLF CRLF,
+        "POST / HTTP/1.1" CRLF "Host: a" CRLF "Content-Length: 1 2" CRLF CRLF,
+        "POST / HTTP/1.1" CRLF "Host: a" CRLF "Content-Length: 0x10" CRLF CRLF,
+        "POST / HTTP/1.1" CRLF "Host: a" CRLF "Content-Length: 1" CRLF
+        "Content-Length: 1" CRLF CRLF,
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(length_of(bad[i], 100, &len), ET_E_HTTP_BAD_REQUEST);
+    assert_int_equal(
+        length_of("POST / HTTP/1.1" CRLF "Host: a" CRLF "Content-Length: 101" CRLF CRLF, 100, &len),
+        ET_E_HTTP_BODY_TOO_LARGE);
+    assert_int_equal(length_of("POST / HTTP/1.1" CRLF "Host: a" CRLF
+                               "Content-Length: 99999999999999999999999999" CRLF CRLF,
+                               100, &len),
+                     ET_E_HTTP_BODY_TOO_LARGE); /* no overflow */
+    assert_int_equal(length_of("POST / HTTP/1.1" CRLF "Host: a" CRLF
+                               "Transfer-Encoding: chunked" CRLF CRLF,
+                               100, &len),
+                     ET_E_HTTP_LENGTH_REQUIRED);
+    /* Not a complete head: a usage error, nothing read. */
+    et_http_head h;
+    et_http_head_init(&h);
+    assert_int_equal(et_http_content_length((const uint8_t *)"GET", &h, 100, &len), ET_E_USAGE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -758,7 +820,7 @@ int main(void)
         cmocka_unit_test(test_early_errors),    cmocka_unit_test(test_field_count),
         cmocka_unit_test(test_size_limit),      cmocka_unit_test(test_sticky_and_usage),
         cmocka_unit_test(test_host_parse),      cmocka_unit_test(test_host_lengths),
-        cmocka_unit_test(test_error_responses),
+        cmocka_unit_test(test_error_responses), cmocka_unit_test(test_content_length),
     };
     return TU_RUN("http_head", tests);
 }

@@ -1,0 +1,214 @@
+/* metrics.c: what the admin listeners of both binaries read (tunnel.h): the counters of
+ * et_stats in the Prometheus text format (atomics only, never a lock), and copies of a
+ * session's socket facts. */
+#include "et/tunnel.h"
+
+#include <string.h>
+
+#include "et/httpd.h"
+
+static const uint64_t bucket_us[ET_CANCEL_BUCKETS] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000, 5000000,
+};
+
+uint64_t et_cancel_bucket_us(unsigned i)
+{
+    return i < ET_CANCEL_BUCKETS ? bucket_us[i] : UINT64_MAX;
+}
+
+void et_stats_cancel_rtt(et_stats *s, uint64_t ns)
+{
+    unsigned i = 0;
+    while (i < ET_CANCEL_BUCKETS && ns > bucket_us[i] * 1000u)
+        i++;
+    ET_COUNT(s->cancel_rtt_buckets[i]);
+    ET_COUNT_N(s->cancel_rtt_sum_ns, ns);
+}
+
+static const int http_statuses[ET_HTTP_STATUS_SLOTS - 1] = {400, 404, 408, 429, 431, 502, 503, 504};
+
+unsigned et_http_status_slot(int status)
+{
+    for (unsigned i = 0; i < ET_HTTP_STATUS_SLOTS - 1; i++)
+        if (http_statuses[i] == status)
+            return i;
+    return ET_HTTP_STATUS_SLOTS - 1;
+}
+
+int et_http_slot_status(unsigned slot)
+{
+    return slot < ET_HTTP_STATUS_SLOTS - 1 ? http_statuses[slot] : 0;
+}
+
+#define LOAD(f) ((unsigned long long)atomic_load_explicit(&(f), memory_order_relaxed))
+
+static void head(et_strbuf *b, const char *name, const char *type, const char *help)
+{
+    et_strbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* reasons writes one sample per named wire error code of |v| (slots of et_stat_slot). */
+static void reasons(et_strbuf *b, const char *name, _Atomic uint64_t *v)
+{
+    for (unsigned slot = 0; slot < ET_STAT_REASONS - 1; slot++) {
+        uint16_t code = (uint16_t)(((slot / 16u) << 8) | (slot % 16u));
+        const char *rn = et_wire_error_name(code);
+        if (code == 0 || strcmp(rn, "unknown") == 0 || et_stat_slot(code) != slot)
+            continue;
+        et_strbuf_printf(b, "%s{reason=\"%s\"} %llu\n", name, rn, LOAD(v[slot]));
+    }
+}
+
+static const char *health_name(unsigned i)
+{
+    static const char *names[ET_HS_SLOTS] = {"ok",       "refused", "timeout",
+                                             "no_route", "error",   "no_answer"};
+    return i < ET_HS_SLOTS ? names[i] : "unknown";
+}
+
+void et_metrics_write(et_engine *eng, et_strbuf *b)
+{
+    et_stats *s = &eng->stats;
+    unsigned long long up = LOAD(s->sockets_up), down = LOAD(s->sockets_down);
+    head(b, "edgetunnel_sockets_connected", "gauge", "Tunnel sockets past their handshake now.");
+    et_strbuf_printf(b, "edgetunnel_sockets_connected %llu\n", up >= down ? up - down : 0);
+    head(b, "edgetunnel_socket_events_total", "counter", "Tunnel sockets that came up, went down.");
+    et_strbuf_printf(b, "edgetunnel_socket_events_total{event=\"up\"} %llu\n", up);
+    et_strbuf_printf(b, "edgetunnel_socket_events_total{event=\"down\"} %llu\n", down);
+
+    unsigned long long opened = LOAD(s->streams_opened), fin = LOAD(s->streams_finished),
+                       canc = LOAD(s->streams_cancelled);
+    head(b, "edgetunnel_streams_open", "gauge", "Streams open now.");
+    et_strbuf_printf(b, "edgetunnel_streams_open %llu\n",
+                     opened >= fin + canc ? opened - fin - canc : 0);
+    head(b, "edgetunnel_streams_opened_total", "counter", "Streams opened.");
+    et_strbuf_printf(b, "edgetunnel_streams_opened_total %llu\n", opened);
+    head(b, "edgetunnel_streams_closed_total", "counter",
+         "Streams ended: finished (both ENDs) or cancelled (CANCEL, reset, socket lost).");
+    et_strbuf_printf(b, "edgetunnel_streams_closed_total{outcome=\"finished\"} %llu\n", fin);
+    et_strbuf_printf(b, "edgetunnel_streams_closed_total{outcome=\"cancelled\"} %llu\n", canc);
+
+    head(b, "edgetunnel_bytes_total", "counter", "DATA payload bytes through the tunnel.");
+    et_strbuf_printf(b, "edgetunnel_bytes_total{direction=\"to_peer\"} %llu\n",
+                     LOAD(s->bytes_to_peer));
+    et_strbuf_printf(b, "edgetunnel_bytes_total{direction=\"from_peer\"} %llu\n",
+                     LOAD(s->bytes_from_peer));
+
+    head(b, "edgetunnel_cancels_total", "counter",
+         "CANCEL frames by direction and by path (control socket, or data socket fallback).");
+    et_strbuf_printf(b, "edgetunnel_cancels_total{direction=\"sent\",path=\"control\"} %llu\n",
+                     LOAD(s->cancels_sent_control));
+    et_strbuf_printf(b, "edgetunnel_cancels_total{direction=\"sent\",path=\"data\"} %llu\n",
+                     LOAD(s->cancels_sent_data));
+    et_strbuf_printf(b, "edgetunnel_cancels_total{direction=\"received\",path=\"control\"} %llu\n",
+                     LOAD(s->cancels_recv_control));
+    et_strbuf_printf(b, "edgetunnel_cancels_total{direction=\"received\",path=\"data\"} %llu\n",
+                     LOAD(s->cancels_recv_data));
+
+    /* Buckets are read once each and summed here, so the +Inf bucket is _count exactly even
+     * while acks arrive during the scrape. */
+    head(b, "edgetunnel_cancel_delivery_seconds", "histogram",
+         "CANCEL sent to its CANCEL_ACK back, from the acknowledgements.");
+    unsigned long long cum = 0;
+    for (unsigned i = 0; i <= ET_CANCEL_BUCKETS; i++) {
+        cum += LOAD(s->cancel_rtt_buckets[i]);
+        if (i < ET_CANCEL_BUCKETS)
+            et_strbuf_printf(b, "edgetunnel_cancel_delivery_seconds_bucket{le=\"%g\"} %llu\n",
+                             (double)bucket_us[i] / 1e6, cum);
+        else
+            et_strbuf_printf(b, "edgetunnel_cancel_delivery_seconds_bucket{le=\"+Inf\"} %llu\n",
+                             cum);
+    }
+    et_strbuf_printf(b, "edgetunnel_cancel_delivery_seconds_sum %.9f\n",
+                     (double)LOAD(s->cancel_rtt_sum_ns) / 1e9);
+    et_strbuf_printf(b, "edgetunnel_cancel_delivery_seconds_count %llu\n", cum);
+
+    head(b, "edgetunnel_frame_errors_total", "counter",
+         "Connection and stream errors on ready sockets, by wire error code.");
+    reasons(b, "edgetunnel_frame_errors_total", s->frame_errors);
+    head(b, "edgetunnel_handshake_errors_total", "counter",
+         "Refused tunnel handshakes, by wire error code (tls: the TLS handshake failed).");
+    reasons(b, "edgetunnel_handshake_errors_total", s->handshake_refused);
+    et_strbuf_printf(b, "edgetunnel_handshake_errors_total{reason=\"tls\"} %llu\n",
+                     LOAD(s->handshake_refused_tls));
+
+    head(b, "edgetunnel_limit_rejections_total", "counter",
+         "Refusals because a limit was reached (handshakes and frames together).");
+    /* streams: --max-streams (counted where the stream is refused, plus a peer's stream
+     * errors); sessions: --max-tunnels and the per-route session cap (handshakes refused);
+     * sockets: data sockets per session; client_conns: --max-client-conns. */
+    unsigned ks = et_stat_slot(ET_WE_LIMIT_STREAMS), kt = et_stat_slot(ET_WE_LIMIT_SESSIONS);
+    unsigned kk = et_stat_slot(ET_WE_LIMIT_SOCKETS);
+    et_strbuf_printf(b, "edgetunnel_limit_rejections_total{limit=\"streams\"} %llu\n",
+                     LOAD(s->limit_streams) + LOAD(s->frame_errors[ks]));
+    et_strbuf_printf(b, "edgetunnel_limit_rejections_total{limit=\"sessions\"} %llu\n",
+                     LOAD(s->handshake_refused[kt]) + LOAD(s->frame_errors[kt]));
+    et_strbuf_printf(b, "edgetunnel_limit_rejections_total{limit=\"sockets\"} %llu\n",
+                     LOAD(s->handshake_refused[kk]) + LOAD(s->frame_errors[kk]));
+    et_strbuf_printf(b, "edgetunnel_limit_rejections_total{limit=\"client_conns\"} %llu\n",
+                     LOAD(s->limit_client_conns));
+    head(b, "edgetunnel_rate_limited_total", "counter",
+         "New public connections refused by a tunnel's rate limit (--rate-limit).");
+    et_strbuf_printf(b, "edgetunnel_rate_limited_total %llu\n", LOAD(s->rate_limited));
+    head(b, "edgetunnel_streams_idle_closed_total", "counter",
+         "Streams ended because they moved no byte for --idle-timeout.");
+    et_strbuf_printf(b, "edgetunnel_streams_idle_closed_total %llu\n", LOAD(s->idle_closed));
+
+    head(b, "edgetunnel_late_frames_dropped_total", "counter",
+         "Frames for streams already cancelled (tombstones), dropped quietly.");
+    et_strbuf_printf(b, "edgetunnel_late_frames_dropped_total %llu\n",
+                     LOAD(s->late_frames_dropped));
+    head(b, "edgetunnel_opens_refused_tombstone_total", "counter",
+         "OPENs refused because their CANCEL overtook them.");
+    et_strbuf_printf(b, "edgetunnel_opens_refused_tombstone_total %llu\n",
+                     LOAD(s->opens_refused_tombstone));
+    head(b, "edgetunnel_inbox_full_total", "counter", "Cross-thread hand-overs refused (full).");
+    et_strbuf_printf(b, "edgetunnel_inbox_full_total %llu\n", LOAD(s->inbox_full));
+
+    head(b, "edgetunnel_health_probes_total", "counter",
+         "HEALTH probes of tunnels by outcome (edge: answers received; origin: answers sent).");
+    for (unsigned i = 0; i < ET_HS_SLOTS; i++)
+        et_strbuf_printf(b, "edgetunnel_health_probes_total{result=\"%s\"} %llu\n", health_name(i),
+                         LOAD(s->health_probes[i]));
+    head(b, "edgetunnel_push_total", "counter",
+         "PUSH frames: sent (queued toward an origin), dropped (its queue was full), received.");
+    et_strbuf_printf(b, "edgetunnel_push_total{result=\"sent\"} %llu\n", LOAD(s->push_sent));
+    et_strbuf_printf(b, "edgetunnel_push_total{result=\"dropped\"} %llu\n", LOAD(s->push_dropped));
+    et_strbuf_printf(b, "edgetunnel_push_total{result=\"received\"} %llu\n",
+                     LOAD(s->push_received));
+}
+
+const char *et_tsock_state_name(uint8_t state)
+{
+    switch (state) {
+    case ET_TS_CONNECTING: return "connecting";
+    case ET_TS_TLS: return "tls";
+    case ET_TS_HELLO: return "hello";
+    case ET_TS_READY: return "ready";
+    case ET_TS_DRAINING: return "draining";
+    case ET_TS_CLOSED: return "closed";
+    default: return "unknown";
+    }
+}
+
+static void sock_info(const et_tsock *ts, et_sock_info *out)
+{
+    out->id = ts->id; /* constant, like role and peer, once the socket is in a session */
+    out->rtt_us = atomic_load_explicit(&ts->rtt_us, memory_order_relaxed);
+    out->role = ts->role;
+    out->state = atomic_load_explicit(&ts->state, memory_order_relaxed);
+    memcpy(out->peer, ts->peer, sizeof(out->peer));
+    out->peer[sizeof(out->peer) - 1] = '\0';
+}
+
+unsigned et_session_sockets(et_session *s, et_sock_info *out, unsigned cap)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->ctrl != NULL && n < cap)
+        sock_info(s->ctrl, &out[n++]);
+    for (unsigned i = 0; i < s->ndata && n < cap; i++)
+        sock_info(s->data[i].ts, &out[n++]);
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
