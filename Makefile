@@ -134,8 +134,8 @@ fuzz-smoke: $(LF_BINS)
 
 # --- benchmarks (not part of make test): JSON lines to stdout and bench/out/ --------------
 BENCH_PY ?= /usr/bin/python3
-.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns
-bench: bench-core bench-ssh bench-relay bench-netns
+.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests
+bench: bench-core bench-ssh bench-relay bench-netns bench-requests
 
 bench-deps:
 	$(Q)scripts/install-bench-deps.sh
@@ -163,6 +163,11 @@ bench-netns: bench-deps
 bench-relay: bench-deps
 	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
 	$(Q)$(BENCH_PY) bench/relay.py --relay build/gcc/bench/tls_relay | tee bench/out/relay.jsonl
+
+# Small requests (wrk) to a private nginx: tunnel (edged --http), ssh -R, direct; alone and
+# beside a bulk download.
+bench-requests: bench-deps
+	$(Q)$(BENCH_PY) bench/requests.py | tee bench/out/requests.jsonl
 
 # --- housekeeping ------------------------------------------------------------------------
 FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h \
