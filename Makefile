@@ -134,8 +134,8 @@ fuzz-smoke: $(LF_BINS)
 
 # --- benchmarks (not part of make test): JSON lines to stdout and bench/out/ --------------
 BENCH_PY ?= /usr/bin/python3
-.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests
-bench: bench-core bench-ssh bench-relay bench-netns bench-requests
+.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams
+bench: bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams
 
 bench-deps:
 	$(Q)scripts/install-bench-deps.sh
@@ -168,6 +168,11 @@ bench-relay: bench-deps
 # beside a bulk download.
 bench-requests: bench-deps
 	$(Q)$(BENCH_PY) bench/requests.py | tee bench/out/requests.jsonl
+
+# 1 and 8 parallel streams: tunnel, ssh -R, TLS relay, direct; and 8 streams with 1, 2, 4 reactors.
+bench-streams: bench-deps
+	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
+	$(Q)$(BENCH_PY) bench/streams.py --relay build/gcc/bench/tls_relay | tee bench/out/streams.jsonl
 
 # --- housekeeping ------------------------------------------------------------------------
 FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h \
