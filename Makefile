@@ -134,7 +134,8 @@ fuzz-smoke: $(LF_BINS)
 
 # --- benchmarks (not part of make test): JSON lines to stdout and bench/out/ --------------
 BENCH_PY ?= /usr/bin/python3
-.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams
+.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams \
+        bench-plot
 bench: bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams
 
 bench-deps:
@@ -173,6 +174,11 @@ bench-requests: bench-deps
 bench-streams: bench-deps
 	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
 	$(Q)$(BENCH_PY) bench/streams.py --relay build/gcc/bench/tls_relay | tee bench/out/streams.jsonl
+
+# PNG plots (cancel latency distributions, throughput, requests) from bench/out/*.jsonl.
+bench-plot:
+	$(Q)scripts/install-bench-deps.sh
+	$(Q)$(BENCH_PY) bench/plot.py --dir bench/out
 
 # --- housekeeping ------------------------------------------------------------------------
 FORMAT_FILES = $(sort $(wildcard include/et/*.h src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h \

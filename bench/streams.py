@@ -2,7 +2,7 @@
 """streams.py: throughput with parallel streams, and how it scales with reactors (issue #5).
 
     bench/streams.py [--build build/gcc] [--only paths,scale] [--counts 1,8] [--total BYTES]
-                     [--scale-threads 1,2,4] [--runs 2] [--relay PATH]
+                     [--scale-threads 1,2,4] [--runs 3] [--relay PATH]
 
 - throughput_streams (--only paths): N parallel streams (--counts: 1 and 8) moving TOTAL bytes
   together (2 GiB; TOTAL/N each), downloaded (service -> client) and uploaded, through four
@@ -183,7 +183,7 @@ def main():
     ap.add_argument("--threads", type=int, default=core.THREADS, help="the tunnel's reactors")
     ap.add_argument("--scale-threads", default="1,2,4")
     ap.add_argument("--scale-streams", type=int, default=8)
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--relay", help="tls_relay binary (default: bench/relay.py builds it)")
     a = ap.parse_args()
     a.counts = [int(x) for x in a.counts.split(",")]
