@@ -2,7 +2,7 @@
 """requests.py: small HTTP requests through the tunnel, `ssh -R` and direct (issue #5).
 
     bench/requests.py [--build build/gcc] [--duration 6] [--runs 3] [--connections 64]
-                      [--wrk-threads 2] [--paths tunnel,ssh,direct] [--no-bulk]
+                      [--wrk-threads 2] [--paths tunnel,ssh,direct] [--no-bulk] [--data-conns N]
 
 The origin is nginx (Debian's), started here with its own config and prefix in a temp dir,
 listening on 127.0.0.1 only, one worker, access log off, stopped by its master's PID (never
@@ -142,7 +142,7 @@ http {{
 class TunnelPath:
     name = "tunnel"
 
-    def __init__(self, build, tmp, origin_port, threads):
+    def __init__(self, build, tmp, origin_port, threads, data_conns=None):
         self.pki = T.Pki(tmp / "pki")
         self.key = T.make_token_key(tmp / "token.key")
         self.origin = None
@@ -160,7 +160,7 @@ class TunnelPath:
         try:
             tok = self.edge.token("bench", hosts=[HOST])
             self.origin = T.Origin(build, self.edge, tok, {}, tmp / "logs", threads=threads,
-                                   extra=["--http", f"{HOST}=http://127.0.0.1:{origin_port}"])
+                                   data_conns=data_conns, extra=["--http", f"{HOST}=http://127.0.0.1:{origin_port}"])
             self.origin.wait_ready()
             self.edge.proc.wait_event("http_route", host=HOST)
         except BaseException:
@@ -364,6 +364,7 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--threads", type=int, default=core.THREADS, help="reactors per binary")
+    ap.add_argument("--data-conns", type=int, help="originctl --data-conns (default: its own, 4)")
     ap.add_argument("--paths", default="tunnel,ssh,direct")
     ap.add_argument("--no-bulk", action="store_true", help="skip the runs beside a download")
     a = ap.parse_args()
@@ -379,7 +380,8 @@ def main():
         nginx = Nginx(tmp)
         for name in a.paths.split(","):
             if name == "tunnel":
-                paths.append(TunnelPath(a.build, tmp / "tunnel", nginx.port, a.threads))
+                paths.append(TunnelPath(a.build, tmp / "tunnel", nginx.port, a.threads,
+                                        a.data_conns))
             elif name == "ssh":
                 paths.append(SshPath(nginx.port))
             elif name == "direct":
