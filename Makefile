@@ -9,6 +9,10 @@
 #   make fuzz-smoke           each libFuzzer target for FUZZ_SECONDS, then a corpus replay
 #   make SANITIZER=address,undefined | SANITIZER=thread   any target with sanitizers
 #   make bench                benchmarks (bench/README.md), JSON lines into bench/out/
+#                             (each alone: bench-core, -ssh, -relay, -netns, -requests, -streams;
+#                             bench-plot draws bench/out/*.png)
+#   make soak                 10 minutes of 1,000 mixed streams, origin restarts and cancels
+#                             (not in CI; SOAK_SECONDS=N for another length)
 #   make format | format-check
 #   make man                  man pages from man/*.scd (scdoc) into build/man/
 #   make install [PREFIX=/usr/local] [DESTDIR=]   binaries, man pages, systemd units, examples
@@ -137,8 +141,9 @@ fuzz-smoke: $(LF_BINS)
 
 # --- benchmarks (not part of make test): JSON lines to stdout and bench/out/ --------------
 BENCH_PY ?= /usr/bin/python3
-.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns
-bench: bench-core bench-ssh bench-relay bench-netns
+.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams \
+        bench-plot
+bench: bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams
 
 bench-deps:
 	$(Q)scripts/install-bench-deps.sh
@@ -166,6 +171,28 @@ bench-netns: bench-deps
 bench-relay: bench-deps
 	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
 	$(Q)$(BENCH_PY) bench/relay.py --relay build/gcc/bench/tls_relay | tee bench/out/relay.jsonl
+
+# Small requests (wrk) to a private nginx: tunnel (edged --http), ssh -R, direct; alone and
+# beside a bulk download.
+bench-requests: bench-deps
+	$(Q)$(BENCH_PY) bench/requests.py | tee bench/out/requests.jsonl
+
+# 1 and 8 parallel streams: tunnel, ssh -R, TLS relay, direct; and 8 streams with 1, 2, 4 reactors.
+bench-streams: bench-deps
+	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
+	$(Q)$(BENCH_PY) bench/streams.py --relay build/gcc/bench/tls_relay | tee bench/out/streams.jsonl
+
+# The soak (tests/soak/soak.py): release binaries, bounded by SOAK_SECONDS (default 600).
+.PHONY: soak
+soak:
+	$(Q)scripts/install-deps.sh
+	$(Q)$(MAKE) --no-print-directory CC=gcc all
+	$(Q)$(BENCH_PY) tests/soak/soak.py
+
+# PNG plots (cancel latency distributions, throughput, requests) from bench/out/*.jsonl.
+bench-plot:
+	$(Q)scripts/install-bench-deps.sh
+	$(Q)$(BENCH_PY) bench/plot.py --dir bench/out
 
 # --- man pages and installing ------------------------------------------------------------
 # `make install` installs the binaries of the current configuration ($(O)); the systemd units

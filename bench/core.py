@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """core.py: the tunnel core's figures, one JSON line each.
 
-    bench/core.py [--build build/gcc] [--trials 200] [--only throughput,cancel,memory]
+    bench/core.py [--build build/gcc] [--trials 200]
+                  [--only throughput,cancel,cancel_upload,memory]
 
 - throughput: one download and one upload of SIZE bytes through the tunnel, MB/s, and the CPU
   seconds edged and originctl spent per GB (from /proc/PID/stat).
@@ -10,6 +11,12 @@
   after the client's close. N background downloads (bench/load.py, its own process) saturate
   the tunnel meanwhile. p50/p99/max over TRIALS, with the control socket, in --no-control mode,
   and a direct connection to the service under the same load as the floor.
+- cancel_upload (the same --only name): the upload direction. A victim client sends as fast as
+  it can until the local service has read 1 MiB, then resets (SO_LINGER 0), while N background
+  uploads (bench/load.py upload) saturate the tunnel toward the origin. The service reads as fast
+  as it can and records when its socket reports the peer gone (a reset, or the FIN of a close)
+  and how many bytes it still received after the client's close: queued upload data should be
+  dropped, not delivered. Same modes, p50/p99/max over TRIALS.
 - memory: RSS of edged and originctl with no stream and with STREAMS (10,000) idle open
   streams; bytes per open stream at each end (user space only: kernel socket buffers are not
   in RSS).
@@ -22,6 +29,7 @@ import json
 import os
 import resource
 import pathlib
+import select
 import socket
 import statistics
 import struct
@@ -79,7 +87,10 @@ class Setup:
     def __init__(self, build, logdir, ports, no_control=False, data_conns=4, threads=THREADS):
         self.pki = T.Pki(logdir / "pki")
         self.key = T.make_token_key(logdir / "token.key")
-        self.edge = T.Edge(build, self.pki, self.key, logdir, ports=list(ports), threads=threads)
+        # The memory bench holds 10,000 streams from one address: no per-address or
+        # per-session stream limit (edged's defaults are 1024 and 10,000).
+        self.edge = T.Edge(build, self.pki, self.key, logdir, ports=list(ports), threads=threads,
+                           extra=["--max-client-conns", "0", "--max-streams", "0"])
         self.origin = None
         try:
             tok = self.edge.token("bench", tcp=list(ports))
@@ -206,23 +217,95 @@ def cancel_trials(pub_port, svc_srv, trials, label):
     return lat, after
 
 
-def bench_cancel(build, tmp, trials, load_streams, load_seconds):
+UPLOAD_PROGRESS = 1 << 20  # the service has read this much when the victim client resets
+
+
+def cancel_upload_trials(pub_port, svc_srv, trials, label):
+    """Upload victims against svc_srv: the client sends until the service has read
+    UPLOAD_PROGRESS bytes, then resets. Returns (latencies ms, bytes read after the close,
+    {what the service saw: count}) or None."""
+    blob = b"\x44" * (64 << 10)
+    lat, after, saw = [], [], {}
+    for _ in range(trials):
+        res = {"log": []}
+        progress = threading.Event()
+        done = threading.Event()
+
+        def service():
+            c, _ = svc_srv.accept()
+            c.settimeout(15)
+            buf = bytearray(1 << 20)
+            got = 0
+            try:
+                for _ in range(1 << 20):  # each pass reads >= 1 byte, or ends
+                    k = c.recv_into(buf)
+                    t = time.monotonic_ns()
+                    if k == 0:
+                        res["end"], res["end_t"] = "eof", t
+                        break
+                    got += k
+                    res["log"].append((t, k))
+                    if got >= UPLOAD_PROGRESS:
+                        progress.set()
+            except OSError as e:
+                res["end"], res["end_t"] = type(e).__name__, time.monotonic_ns()
+            c.close()
+            done.set()
+
+        th = threading.Thread(target=service, daemon=True)
+        th.start()
+        c = socket.create_connection(("127.0.0.1", pub_port), timeout=10)
+        c.setblocking(False)
+        deadline = time.monotonic() + 15
+        while not progress.is_set() and time.monotonic() < deadline:
+            _, w, _ = select.select([], [c], [], 0.002)
+            if w:
+                try:
+                    c.send(blob)
+                except BlockingIOError:
+                    pass
+        if not progress.is_set():
+            emit(bench="cancel", direction="upload", mode=label,
+                 error="the service never read 1 MiB")
+            c.close()
+            return None
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        t_close = time.monotonic_ns()
+        c.close()
+        if not done.wait(15) or "end_t" not in res:
+            emit(bench="cancel", direction="upload", mode=label,
+                 error="service never saw the reset")
+            return None
+        th.join(5)
+        lat.append((res["end_t"] - t_close) / 1e6)
+        after.append(sum(k for t, k in res["log"] if t > t_close))
+        saw[res["end"]] = saw.get(res["end"], 0) + 1
+    return lat, after, saw
+
+
+def bench_cancel(build, tmp, trials, load_streams, load_seconds, direction="download"):
     for mode in MODES:
         pub, svc, load_pub, load_svc = T.free_ports(4)
-        s = Setup(build, tmp / f"cancel-{mode}", {pub: svc, load_pub: load_svc},
+        s = Setup(build, tmp / f"cancel-{direction}-{mode}", {pub: svc, load_pub: load_svc},
                   no_control=(mode == "no-control"))
         srv = socket.socket()
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         srv.bind(("127.0.0.1", svc))
         srv.listen(64)
         load = subprocess.Popen([sys.executable, str(ROOT / "bench" / "load.py"), str(load_pub),
-                                 str(load_svc), str(load_streams), str(load_seconds)],
+                                 str(load_svc), str(load_streams), str(load_seconds), direction],
                                 stdout=subprocess.PIPE, text=True)
+        saw = None
         try:
             load.stdout.readline()  # ready
             time.sleep(1.0)  # let the load saturate the tunnel
             target = svc if mode == "direct" else pub
-            r = cancel_trials(target, srv, trials, mode)
+            if direction == "upload":
+                r = cancel_upload_trials(target, srv, trials, mode)
+                if r is not None:
+                    r, saw = r[:2], r[2]
+            else:
+                r = cancel_trials(target, srv, trials, mode)
         finally:
             load.terminate()
             try:
@@ -239,14 +322,18 @@ def bench_cancel(build, tmp, trials, load_streams, load_seconds):
             rtt = [int(a["rtt_ns"]) / 1e6 for a in acks if "rtt_ns" in a]
             handle = [int(a["handle_ns"]) / 1e6 for a in acks if "handle_ns" in a]
             if rtt:
-                emit(bench="cancel_ack", mode=mode, acks=len(rtt),
+                emit(bench="cancel_ack", direction=direction, mode=mode, acks=len(rtt),
                      rtt_p50_ms=round(statistics.median(rtt), 3), rtt_p99_ms=round(pct(rtt, 99), 3),
                      origin_handle_p50_ms=round(statistics.median(handle), 3))
-        emit(bench="cancel", mode=mode, trials=len(lat), load_streams=load_streams,
-             p50_ms=round(statistics.median(lat), 3), p99_ms=round(pct(lat, 99), 3),
-             max_ms=round(max(lat), 3), worst_ms=[round(x, 2) for x in sorted(lat)[-5:]],
-             bytes_after_p50=int(statistics.median(after)),
-             bytes_after_max=max(after))
+        line = dict(bench="cancel", direction=direction, mode=mode, trials=len(lat),
+                    load_streams=load_streams, p50_ms=round(statistics.median(lat), 3),
+                    p99_ms=round(pct(lat, 99), 3), max_ms=round(max(lat), 3),
+                    worst_ms=[round(x, 2) for x in sorted(lat)[-5:]],
+                    bytes_after_p50=int(statistics.median(after)), bytes_after_max=max(after),
+                    latencies_ms=[round(x, 3) for x in lat])
+        if saw is not None:
+            line["service_saw"] = saw
+        emit(**line)
 
 
 def bench_memory(build, tmp, streams):
@@ -304,7 +391,7 @@ def memory_run(s, pub, svc, streams):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=str(ROOT / "build" / "gcc"))
-    ap.add_argument("--only", default="throughput,cancel,memory")
+    ap.add_argument("--only", default="throughput,cancel,cancel_upload,memory")
     ap.add_argument("--size", type=int, default=2 << 30)
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--load-streams", type=int, default=4)
@@ -317,6 +404,9 @@ def main():
             bench_throughput(a.build, tmp, a.size)
         if "cancel" in only:
             bench_cancel(a.build, tmp, a.trials, a.load_streams, load_seconds=a.trials * 0.2 + 30)
+        if "cancel_upload" in only:
+            bench_cancel(a.build, tmp, a.trials, a.load_streams, load_seconds=a.trials * 0.2 + 30,
+                         direction="upload")
         if "memory" in only:
             bench_memory(a.build, tmp, a.streams)
 

@@ -400,7 +400,8 @@ def bench_cancel(trials, load_streams, signal_trials):
         emit(bench="cancel", mode=MODE, trials=len(lat), load_streams=load_streams,
              p50_ms=round(statistics.median(lat), 3), p99_ms=round(pct(lat, 99), 3),
              max_ms=round(max(lat), 3), worst_ms=[round(x, 2) for x in sorted(lat)[-5:]],
-             bytes_after_p50=int(statistics.median(after)), bytes_after_max=max(after))
+             bytes_after_p50=int(statistics.median(after)), bytes_after_max=max(after),
+             latencies_ms=[round(x, 3) for x in lat])
     if sig:
         emit(**sig)
 
