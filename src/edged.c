@@ -24,7 +24,8 @@ static void usage(FILE *f)
           "             [--http ADDR] [--origin-timeout DURATION] [--head-timeout DURATION]\n"
           "             [--keepalive DURATION] [--route-wait DURATION] [--drain-timeout DURATION]\n"
           "             [--idle-timeout DURATION] [--max-tunnels N] [--max-streams N]\n"
-          "             [--max-client-conns N] [--rate-limit N] [--rate-burst N] [--admin ADDR]\n"
+          "             [--max-client-conns N] [--rate-limit N] [--rate-burst N] [--max-frame N]\n"
+          "             [--admin ADDR]\n"
           "             [--tcp-ports LO-HI] [--tcp-bind ADDR] [--threads N]\n"
           "             [--log-format text|json] [--log-level debug|info|warn|error]\n"
           "             [--config FILE] [--print-config]\n"
@@ -55,6 +56,8 @@ static void usage(FILE *f)
           "                    (default 0 = no limit)\n"
           "  --rate-burst N    of which this many may come at once (default N/10, at least 1)\n"
           "                    (0 for a limit = no limit)\n"
+          "  --max-frame N     largest frame payload accepted from origins, 4096..16384\n"
+          "                    (default 16384); a larger frame closes that tunnel socket\n"
           "  --dev             development edge on loopback: self-signed certificate and token\n"
           "                    key in memory; prints the originctl line for --dev-port (3000)\n"
           "  --tunnel ADDR     where originctl connects (default 127.0.0.1:7443)\n"
@@ -166,7 +169,8 @@ static int print_config(const et_edge_config *cfg, const char *cert, const char 
          json_object_set_new(o, "max-client-conns", json_integer(cfg->max_client_conns)) < 0 ||
          json_object_set_new(o, "rate-limit", json_integer(cfg->rate_per_min)) < 0 ||
          json_object_set_new(o, "rate-burst", json_integer(cfg->rate_burst)) < 0 ||
-         json_object_set_new(o, "admin", admin[0] ? json_string(admin) : json_null()) < 0)) {
+         json_object_set_new(o, "admin", admin[0] ? json_string(admin) : json_null()) < 0 ||
+         json_object_set_new(o, "max-frame", json_integer(cfg->max_frame)) < 0)) {
         json_decref(o);
         return 1;
     }
@@ -218,6 +222,7 @@ static const struct option opts[] = {
     {"config", required_argument, NULL, 'C'},
     {"print-config", no_argument, NULL, 'J'},
     {"admin", required_argument, NULL, 'a'},
+    {"max-frame", required_argument, NULL, 'F'},
     {NULL, 0, NULL, 0},
 };
 
@@ -244,6 +249,7 @@ static int load(int argc, char **argv, settings *st)
     cfg->max_tunnels = 1000;
     cfg->max_streams = 10000;
     cfg->max_client_conns = 1024;
+    cfg->max_frame = ET_FRAME_MAX_DEFAULT;
     bool burst_set = false;
     cfg->keepalive_ms = 5000; /* a dead peer is noticed within 15 s */
     const char *cert = NULL, *key = NULL, *token_key = NULL;
@@ -315,6 +321,10 @@ static int load(int argc, char **argv, settings *st)
         case 'C': break; /* read by et_cli_args_load */
         case 'J': st->print = true; break;
         case 'a': snprintf(st->admin, sizeof(st->admin), "%s", optarg); break;
+        case 'F':
+            rv = et_cli_uint(optarg, ET_FRAME_MAX_MIN, ET_FRAME_MAX_DEFAULT, &v);
+            cfg->max_frame = (uint32_t)v;
+            break;
         default: usage(stderr); return 2;
         }
         if (rv < 0) {

@@ -165,6 +165,7 @@ struct et_engine {
     _Atomic uint32_t keepalive_ms;     /* edge: the PING interval announced in WELCOME */
     _Atomic uint32_t max_streams;      /* open streams per session; 0 = no limit */
     _Atomic uint64_t idle_timeout_ns;  /* a stream with no byte either way this long ends */
+    uint32_t max_frame;                /* edge: the largest payload it accepts (WELCOME), fixed */
     void *side_state;                  /* edge hub or origin config; owned by the side */
     _Atomic(void *) admin;             /* the admin server's state, or NULL; owned by it */
     void (*session_free_side)(void *); /* frees et_session.side */

@@ -505,13 +505,15 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
     ts->keepalive_ms = atomic_load_explicit(&eng->keepalive_ms, memory_order_relaxed);
     et_msg wm = {.welcome = {ET_PROTO_VERSION_MAX,
                              h->role,
-                             ET_FRAME_MAX_DEFAULT,
+                             eng->max_frame,
                              {0},
                              ts->id,
                              ts->keepalive_ms,
                              {(const uint8_t *)c->sub, strlen(c->sub)}}};
     memcpy(wm.welcome.session_id, h->session_id, ET_SESSION_ID_LEN);
     rv = et_tsock_queue(ts, &wh, &wm);
+    if (rv == ET_OK)
+        rv = et_frame_reader_set_max(&ts->rd, eng->max_frame); /* what WELCOME announces */
     if (rv == ET_OK) {
         et_tsock_set_ready(ts);
         char hex[2 * ET_SESSION_ID_LEN + 1];
@@ -658,6 +660,9 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     ET_GUARD(et_engine_init(eng, ET_SIDE_EDGE, &edge_ops, ctx, cfg->threads));
     eng->keepalive_ms = cfg->keepalive_ms;
     eng->max_streams = cfg->max_streams;
+    eng->max_frame = cfg->max_frame != 0 ? cfg->max_frame : ET_FRAME_MAX_DEFAULT;
+    ET_ENSURE(eng->max_frame >= ET_FRAME_MAX_MIN && eng->max_frame <= ET_FRAME_MAX_DEFAULT,
+              ET_E_CONFIG);
     eng->idle_timeout_ns = cfg->idle_timeout_ns;
     edge_hub *hub = calloc(1, sizeof(*hub));
     ET_ENSURE(hub != NULL, ET_E_NOMEM);

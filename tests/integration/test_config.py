@@ -67,7 +67,7 @@ def edge_settings(pki, token_key):
         ("log-level", "warn"), ("dev", False), ("dev-port", 4000),
         ("route-wait", "1500ms"), ("drain-timeout", "45s"), ("idle-timeout", "0"),
         ("max-tunnels", 7), ("max-streams", 70), ("max-client-conns", 0), ("rate-limit", 600),
-        ("rate-burst", 20), ("admin", "127.0.0.1:17070"),
+        ("rate-burst", 20), ("admin", "127.0.0.1:17070"), ("max-frame", 8192),
     ]
 
 
@@ -103,7 +103,7 @@ def test_edge_file_and_flags_give_the_same_settings(bindir, tmp_path, pki, token
         "keepalive": "9s", "log-format": "json", "log-level": "warn", "dev": False,
         "dev-port": 4000, "route-wait": "1500ms", "drain-timeout": "45000ms",
         "idle-timeout": "0ms", "max-tunnels": 7, "max-streams": 70, "max-client-conns": 0,
-        "rate-limit": 600, "rate-burst": 20, "admin": "127.0.0.1:17070",
+        "rate-limit": 600, "rate-burst": 20, "admin": "127.0.0.1:17070", "max-frame": 8192,
     }
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 
 from tunnel import (
-    KiB, LOCAL, MiB, FuncService, SourceService, abort, as_int, b64url, connect,
+    KiB, LOCAL, MiB, EchoService, FuncService, SourceService, abort, as_int, b64url, connect,
     mint_token, pattern_digest, read_stream, wait_until,
 )
 
@@ -343,3 +343,35 @@ def test_bad_token_flood_is_refused_and_counted(edge, origin, services):
     assert o.proc.stop(grace=10) == 0
     assert e.proc.stop(grace=10) == 0
     assert as_int(e.proc.stats(), "handshake_refused_auth_signature") == n
+
+
+# ---------------------------------------------------------------------------------------------
+# --max-frame: what WELCOME announces is what the edge accepts
+
+
+def test_max_frame_is_announced_and_enforced(edge, origin, services):
+    size = 16 * MiB
+    src = services.add(SourceService(size, seed=71))
+    echo = services.add(EchoService())
+    e = edge(ports=2, extra=("--max-frame", "4096"))
+    o = origin(e, e.token("small", tcp=e.ports), {e.ports[0]: src.port, e.ports[1]: echo.port})
+    # Downloads and echoes still work: the origin keeps its DATA within 4096 bytes.
+    with connect(e.ports[0]) as c:
+        r = read_stream(c, time.monotonic() + 120, limit=size)
+    assert r.error is None and r.count == size and r.digest == pattern_digest(71, size)
+    with connect(e.ports[1]) as c:
+        c.sendall(b"q" * 100_000)
+        c.shutdown(socket.SHUT_WR)
+        back = read_stream(c, time.monotonic() + 60, limit=100_000)
+    assert back.count == 100_000 and back.error is None
+    # A client that sends more than it was told gets frame_too_large.
+    s = _tls(e.tunnel_port)
+    s.sendall(hello(mint_token(e.token_key, "big"), os.urandom(16)))
+    rd = FrameReader(s)
+    welcome = rd.next()
+    assert welcome is not None and welcome[3] == A_WELCOME, welcome
+    assert struct.unpack_from(">I", welcome[4], 4) == (4096,), welcome  # WELCOME.max_frame
+    s.sendall(HDR.pack(4097, 5, 1, A_DATA, 0, 0) + b"x" * 4097)
+    expect_close(rd, 0x0003)
+    s.close()
+    assert o.proc.alive()
