@@ -174,12 +174,7 @@ static int print_config(const et_edge_config *cfg, const char *cert, const char 
         json_decref(o);
         return 1;
     }
-    if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS) != 0) {
-        json_decref(o);
-        return 1;
-    }
-    json_decref(o);
-    return puts("") == EOF ? 1 : 0;
+    return et_cli_print_json(o);
 }
 
 /* The settings of one start (or SIGHUP reload): the flags and --config file, parsed. */

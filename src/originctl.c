@@ -157,12 +157,7 @@ static int print_config(const et_origin_config *cfg, const et_tls_client_opts *t
         json_decref(o);
         return 1;
     }
-    if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS) != 0) {
-        json_decref(o);
-        return 1;
-    }
-    json_decref(o);
-    return puts("") == EOF ? 1 : 0;
+    return et_cli_print_json(o);
 }
 
 static int connect_main(int argc, char **argv)

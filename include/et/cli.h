@@ -35,6 +35,13 @@ unsigned et_cli_threads(void);
  * |set| for et_cli_wait_signal. */
 void et_cli_block_signals(sigset_t *set);
 
+struct json_t; /* jansson's */
+
+/* et_cli_print_json prints |o| (ownership taken; NULL allowed) on stdout as one compact line
+ * with sorted keys, and frees it. Returns the exit status: 0, or 1 when |o| is NULL or the
+ * write failed (--print-config). */
+int et_cli_print_json(struct json_t *o);
+
 /* et_cli_wait_signal waits for a signal of |set| other than SIGHUP and returns it. */
 int et_cli_wait_signal(const sigset_t *set);
 

@@ -220,6 +220,12 @@ uint64_t et_engine_live_streams(et_engine *eng);
  * through their inboxes. Returns the number of workers it could not reach (inbox full). */
 unsigned et_engine_post_all(et_engine *eng, et_msg_fn fn);
 
+/* et_engine_drain_wait waits (main thread) until no stream is open and |busy|(eng) (may be
+ * NULL) returns 0, |deadline_ns| (et_now_ns) passes, or |interrupted|(|arg|) returns true (it is
+ * the loop's pause: it waits a few milliseconds). Logs `drained` and returns what is left open. */
+uint64_t et_engine_drain_wait(et_engine *eng, uint64_t deadline_ns, uint64_t (*busy)(et_engine *),
+                              bool (*interrupted)(void *arg), void *arg);
+
 /* et_worker_goaway sends GOAWAY (code 0, |drain_ms|, |text|) on every ready socket of |w|, on
  * its thread: the peer opens no new stream on them and lets in-flight ones finish. */
 void et_worker_goaway(et_worker *w, uint32_t drain_ms, const char *text);

@@ -2,6 +2,8 @@
 #include "et/cli.h"
 #include "et/token.h"
 
+#include <jansson.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -418,4 +420,12 @@ int et_cli_wait_signal_or_hup(const sigset_t *set)
         if (sigwait(set, &sig) == 0)
             return sig;
     }
+}
+
+int et_cli_print_json(json_t *o)
+{
+    int rc =
+        o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS) != 0 || puts("") == EOF;
+    json_decref(o);
+    return rc;
 }

@@ -622,6 +622,13 @@ static void goaway_run(et_reactor *r, void *arg)
     et_worker_goaway(w, end > now ? (uint32_t)((end - now) / 1000000u) : 0, "shutdown");
 }
 
+/* pending_public: public connections not yet streams (a drain waits for them too). */
+static uint64_t pending_public(et_engine *eng)
+{
+    int64_t pending = atomic_load(&hub_of(eng)->pending);
+    return pending > 0 ? (uint64_t)pending : 0;
+}
+
 uint64_t et_edge_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg)
 {
     edge_hub *hub = hub_of(eng);
@@ -641,18 +648,8 @@ uint64_t et_edge_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg
     et_logf(ET_LOG_INFO, "draining", "timeout_ms=%llu streams=%llu pending=%lld",
             (unsigned long long)(timeout / 1000000u),
             (unsigned long long)et_engine_live_streams(eng), (long long)atomic_load(&hub->pending));
-    uint64_t left = 0;
-    for (;;) {
-        int64_t pending = atomic_load(&hub->pending);
-        left = et_engine_live_streams(eng) + (pending > 0 ? (uint64_t)pending : 0);
-        if (left == 0 || stop || et_now_ns() >= start + timeout)
-            break;
-        stop = interrupted(arg);
-    }
-    et_logf(left == 0 ? ET_LOG_INFO : ET_LOG_WARN, "drained", "left=%llu elapsed_ms=%llu%s",
-            (unsigned long long)left, (unsigned long long)((et_now_ns() - start) / 1000000u),
-            stop ? " interrupted=1" : "");
-    return left;
+    return et_engine_drain_wait(eng, stop ? start : start + timeout, pending_public, interrupted,
+                                arg);
 }
 
 int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)

@@ -279,18 +279,7 @@ uint64_t et_origin_drain(et_engine *eng, bool (*interrupted)(void *arg), void *a
     et_logf(ET_LOG_INFO, "draining", "timeout_ms=%llu streams=%llu",
             (unsigned long long)(os->cfg.drain_timeout_ns / 1000000u),
             (unsigned long long)et_engine_live_streams(eng));
-    uint64_t left = 0;
-    bool stop = false;
-    for (;;) {
-        left = et_engine_live_streams(eng);
-        if (left == 0 || stop || et_now_ns() >= start + os->cfg.drain_timeout_ns)
-            break;
-        stop = interrupted(arg);
-    }
-    et_logf(left == 0 ? ET_LOG_INFO : ET_LOG_WARN, "drained", "left=%llu elapsed_ms=%llu%s",
-            (unsigned long long)left, (unsigned long long)((et_now_ns() - start) / 1000000u),
-            stop ? " interrupted=1" : "");
-    return left;
+    return et_engine_drain_wait(eng, start + os->cfg.drain_timeout_ns, NULL, interrupted, arg);
 }
 
 /* --- handshake -------------------------------------------------------------------------- */

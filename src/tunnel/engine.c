@@ -88,6 +88,23 @@ void et_engine_keep_until_cleanup(et_engine *eng, void *p)
     retire(eng, NULL, p);
 }
 
+uint64_t et_engine_drain_wait(et_engine *eng, uint64_t deadline_ns, uint64_t (*busy)(et_engine *),
+                              bool (*interrupted)(void *arg), void *arg)
+{
+    uint64_t start = et_now_ns(), left = 0;
+    bool stop = false;
+    for (;;) {
+        left = et_engine_live_streams(eng) + (busy != NULL ? busy(eng) : 0);
+        if (left == 0 || stop || et_now_ns() >= deadline_ns)
+            break;
+        stop = interrupted(arg);
+    }
+    et_logf(left == 0 ? ET_LOG_INFO : ET_LOG_WARN, "drained", "left=%llu elapsed_ms=%llu%s",
+            (unsigned long long)left, (unsigned long long)((et_now_ns() - start) / 1000000u),
+            stop ? " interrupted=1" : "");
+    return left;
+}
+
 void et_worker_goaway(et_worker *w, uint32_t drain_ms, const char *text)
 {
     for (et_tsock *ts = w->tsocks; ts != NULL; ts = ts->next)

@@ -46,12 +46,25 @@ def free_port():
         return s.getsockname()[1]
 
 
-def pattern(seed, n):
-    out = bytearray()
-    block = hashlib.sha256(struct.pack(">Q", seed)).digest() * 2048  # 64 KiB
-    while len(out) < n:
-        out += block
-    return bytes(out[:n])
+BLOCK = 64 * 1024
+
+
+def pattern_block(seed):
+    """The 64 KiB block that stream `seed` repeats (never the whole stream in memory)."""
+    return hashlib.sha256(struct.pack(">Q", seed)).digest() * (BLOCK // 32)
+
+
+def pattern_pieces(seed, n):
+    block = pattern_block(seed)
+    for off in range(0, n, BLOCK):
+        yield block[:min(BLOCK, n - off)]
+
+
+def pattern_digest(seed, n):
+    h = hashlib.sha256()
+    for piece in pattern_pieces(seed, n):
+        h.update(piece)
+    return h.digest()
 
 
 # --- the local service -------------------------------------------------------------------------
@@ -61,9 +74,8 @@ async def serve(reader, writer):
         head = await reader.readexactly(13)
         op, n, seed = head[0:1], struct.unpack(">I", head[1:5])[0], struct.unpack(">Q", head[5:])[0]
         if op == b"D":
-            data = pattern(seed, n)
-            for off in range(0, n, 256 * 1024):
-                writer.write(data[off:off + 256 * 1024])
+            for piece in pattern_pieces(seed, n):
+                writer.write(piece)
                 await writer.drain()
         elif op == b"E":
             left = n
@@ -106,20 +118,29 @@ async def one_stream(port, rnd, tally):
             writer.transport.abort()  # RST: the client walked away
             tally.cancelled += 1
             return
+        expect = pattern_digest(seed, n)
         if op == "download":
             writer.write(b"D" + struct.pack(">IQ", n, seed))
-            expect = hashlib.sha256(pattern(seed, n)).digest()
         else:
-            payload = pattern(seed, n)
             writer.write(b"E" + struct.pack(">IQ", n, seed))
-            writer.write(payload)
-            expect = hashlib.sha256(payload).digest()
+            for piece in pattern_pieces(seed, n):
+                writer.write(piece)
+                await writer.drain()
         await writer.drain()
         writer.write_eof()
-        got = await asyncio.wait_for(reader.read(-1), 120)
-        if len(got) != n or hashlib.sha256(got).digest() != expect:
-            tally.failed.append(f"{op} {n}: {len(got)} bytes back, digest "
-                                f"{'ok' if hashlib.sha256(got).digest() == expect else 'differs'}")
+        h, count = hashlib.sha256(), 0
+        async def read_all():
+            nonlocal count
+            for _ in range(1 << 20):
+                chunk = await reader.read(256 * 1024)
+                if not chunk:
+                    return
+                h.update(chunk)
+                count += len(chunk)
+        await asyncio.wait_for(read_all(), 120)
+        if count != n or h.digest() != expect:
+            tally.failed.append(f"{op} {n}: {count} bytes back, digest "
+                                f"{'ok' if h.digest() == expect else 'differs'}")
         else:
             tally.ok[op] += 1
             tally.bytes += n
@@ -181,6 +202,7 @@ async def main():
          "--tcp-ports", f"{public_port}-{public_port}", "--tcp-bind", LOCAL,
          "--max-client-conns", "0", "--log-level", "warn"],
         stdout=subprocess.DEVNULL, stderr=open(edge_log, "w"))
+    CHILDREN.append(edged)
     procs["edged"] = edged
     time.sleep(0.3)
     token = run([BIN / "edged", "token", "--token-key", tmp / "token.key", "--name", "soak",
@@ -196,6 +218,7 @@ async def main():
              "--pin", pin, "--tcp", f"{public_port}={LOCAL}:{service_port}",
              "--drain-timeout", "30s"],
             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        CHILDREN.append(p)
         wait_log(log, "event=ready")
         procs[name] = p
         return p
@@ -226,8 +249,9 @@ async def main():
             turn += 1
             p = procs.pop(name)
             p.send_signal(signal.SIGTERM)  # drains: its streams finish, then it exits
-            await asyncio.get_running_loop().run_in_executor(None, p.wait, 60)
-            start_origin(name)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, p.wait, 60)
+            await loop.run_in_executor(None, start_origin, name)  # waits for its ready line
             restarts += 1
             next_restart = now + RESTART_EVERY
     await asyncio.gather(*clients, return_exceptions=True)
@@ -258,5 +282,18 @@ async def main():
     return 1 if bad else 0
 
 
+CHILDREN = []
+
+
+def kill_children():
+    for p in CHILDREN:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    finally:
+        kill_children()  # a failed or interrupted run leaves no process behind
