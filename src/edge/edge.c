@@ -579,7 +579,9 @@ static void edge_on_closed(et_tsock *ts)
     }
     pthread_mutex_unlock(&hub->mu);
     if (gone != NULL) {
-        et_logf(ET_LOG_INFO, "session_down", "tunnel=%s", s->tunnel);
+        char hex[2 * ET_SESSION_ID_LEN + 1];
+        et_session_hex(s->id, hex);
+        et_logf(ET_LOG_INFO, "session_down", "tunnel=%s session=%s", s->tunnel, hex);
         et_session_unref(s, free_edge_sess); /* the hub's reference */
     }
 }

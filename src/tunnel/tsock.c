@@ -195,10 +195,13 @@ void et_tsock_close(et_tsock *ts, uint16_t code, const char *why)
     if (ts->state == ET_TS_CLOSED)
         return; /* the flush above failed and closed it */
     atomic_store(&ts->state, ET_TS_CLOSED);
+    char hex[2 * ET_SESSION_ID_LEN + 1] = "none";
+    if (ts->sess != NULL)
+        et_session_hex(ts->sess->id, hex);
     et_logf(was_up ? ET_LOG_INFO : ET_LOG_DEBUG, "socket_down",
-            "socket=%u role=%s peer=%s code=%s why=\"%s\"", ts->id,
-            ts->role == ET_ROLE_CONTROL ? "control" : "data", ts->peer, et_wire_error_name(code),
-            why ? why : "");
+            "socket=%u role=%s session=%s peer=%s code=%s why=\"%s\"", ts->id,
+            ts->role == ET_ROLE_CONTROL ? "control" : "data", hex, ts->peer,
+            et_wire_error_name(code), why ? why : "");
     if (was_up)
         ET_COUNT(w->eng->stats.sockets_down);
     et_timer_cancel(w->r, &ts->timer);
@@ -408,8 +411,10 @@ static void on_cancel_ack(et_tsock *ts, const et_frame *f, const et_cancel_ack *
     uint64_t now = et_now_ns();
     if (now >= a->echo_ns) /* echo_ns is our own clock: a forged one only skews our metric */
         et_stats_cancel_rtt(&ts->w->eng->stats, now - a->echo_ns);
+    char hex[2 * ET_SESSION_ID_LEN + 1];
+    et_session_hex(ts->sess->id, hex);
     et_logf(ET_LOG_INFO, "cancel_ack",
-            "uc=%u sid=%u outcome=%u rtt_ns=%llu handle_ns=%u dropped=%llu path=%s",
+            "session=%s uc=%u sid=%u outcome=%u rtt_ns=%llu handle_ns=%u dropped=%llu path=%s", hex,
             f->user_channel, f->stream_id, a->outcome,
             (unsigned long long)(now > a->echo_ns ? now - a->echo_ns : 0), a->handle_ns,
             (unsigned long long)a->dropped_bytes, ts->role == ET_ROLE_CONTROL ? "control" : "data");
