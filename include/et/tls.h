@@ -86,6 +86,15 @@ ET_MUST_USE int et_tls_client_ctx_new(const et_tls_client_opts *o, SSL_CTX **out
  * Call before the first SSL_do_handshake / SSL_connect. */
 ET_MUST_USE int et_tls_client_prepare(SSL *ssl, const char *hostname);
 
+/* et_tls_set_fd attaches connected nonblocking socket |fd| (not owned) to |ssl|: writes go
+ * straight to the socket, reads through a buffer of |read_size| bytes that one recv() fills.
+ * BoringSSL reads a record as two reads (its 5-byte header, then its body) and has no
+ * read-ahead, so a socket BIO costs two syscalls per 16 KiB record; this costs one per
+ * |read_size| bytes. SSL_read still reports WANT_READ only once the buffer is empty and the
+ * socket said EAGAIN, so edge-triggered readers keep their rule (read until WANT_READ).
+ * Returns ET_OK or ET_E_NOMEM. */
+ET_MUST_USE int et_tls_set_fd(SSL *ssl, int fd, size_t read_size);
+
 /* et_tls_alpn_ok returns 1 if "edgetunnel/1" was negotiated on |ssl|, else 0. A client must
  * check it after its handshake and close the connection on 0. */
 int et_tls_alpn_ok(const SSL *ssl);

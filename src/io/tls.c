@@ -13,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/bytestring.h>
 #include <openssl/ec_key.h>
@@ -720,5 +722,95 @@ int et_sock_connect_result(int fd)
         errno = soerr;
         return RAISE_ERRNO(ET_E_IO);
     }
+    return ET_OK;
+}
+
+/* --- buffered reads ----------------------------------------------------------------------- */
+
+/* The read side of a tunnel socket: bytes one recv() brought in, handed to BoringSSL as it asks
+ * for them. */
+typedef struct rbuf {
+    int fd;        /* not owned */
+    size_t off;    /* next byte to hand out */
+    size_t len;    /* bytes in buf */
+    size_t cap;    /* size of buf */
+    uint8_t buf[]; /* owned with the struct */
+} rbuf;
+
+static int rbio_read(BIO *b, char *out, int outl)
+{
+    rbuf *r = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (outl <= 0)
+        return 0;
+    if (r->off == r->len) {
+        ssize_t n;
+        do {
+            n = recv(r->fd, r->buf, r->cap, 0);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                BIO_set_retry_read(b);
+            return -1; /* errno says why, as with a socket BIO */
+        }
+        if (n == 0)
+            return 0; /* EOF */
+        r->off = 0;
+        r->len = (size_t)n;
+    }
+    size_t k = r->len - r->off < (size_t)outl ? r->len - r->off : (size_t)outl;
+    memcpy(out, r->buf + r->off, k);
+    r->off += k;
+    return (int)k;
+}
+
+static long rbio_ctrl(BIO *b, int cmd, long larg, void *parg)
+{
+    (void)larg;
+    (void)parg;
+    rbuf *r = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;
+    case BIO_CTRL_PENDING: return r != NULL ? (long)(r->len - r->off) : 0;
+    default: return 0;
+    }
+}
+
+static int rbio_destroy(BIO *b)
+{
+    free(BIO_get_data(b));
+    BIO_set_data(b, NULL);
+    BIO_set_init(b, 0);
+    return 1;
+}
+
+static BIO_METHOD *rbio_method;
+static pthread_once_t rbio_once = PTHREAD_ONCE_INIT;
+
+static void rbio_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOURCE_SINK, "et buffered socket reads");
+    if (m != NULL && BIO_meth_set_read(m, rbio_read) && BIO_meth_set_ctrl(m, rbio_ctrl) &&
+        BIO_meth_set_destroy(m, rbio_destroy))
+        rbio_method = m; /* process-wide, never freed */
+}
+
+int et_tls_set_fd(SSL *ssl, int fd, size_t read_size)
+{
+    ET_ENSURE(read_size > 0, ET_E_USAGE);
+    pthread_once(&rbio_once, rbio_method_init);
+    ET_ENSURE(rbio_method != NULL, ET_E_NOMEM);
+    /* The socket BIO for both directions first, then our reader for reads. */
+    ET_ENSURE(SSL_set_fd(ssl, fd), ET_E_NOMEM);
+    rbuf *r = malloc(sizeof(*r) + read_size);
+    BIO *b = r != NULL ? BIO_new(rbio_method) : NULL;
+    if (b == NULL) {
+        free(r);
+        return ET_RAISE(ET_E_NOMEM);
+    }
+    *r = (rbuf){fd, 0, 0, read_size};
+    BIO_set_data(b, r);
+    BIO_set_init(b, 1);
+    SSL_set0_rbio(ssl, b); /* takes ownership */
     return ET_OK;
 }

@@ -16,6 +16,8 @@
 #include "et/tls.h"
 
 #define READ_SIZE 65536u
+/* Bytes one recv() of a tunnel socket takes in for TLS: several 16 KiB records. */
+#define TLS_READ_SIZE (64u * 1024u)
 
 static void tsock_on_event(et_reactor *r, et_io *io, uint32_t events);
 static bool read_frames(et_tsock *ts);
@@ -125,7 +127,7 @@ et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role)
         et_addr_format((struct sockaddr *)&ss, ts->peer, sizeof(ts->peer));
 
     ts->ssl = SSL_new(atomic_load_explicit(&w->eng->ssl_ctx, memory_order_acquire));
-    if (ts->ssl == NULL || !SSL_set_fd(ts->ssl, fd) ||
+    if (ts->ssl == NULL || et_tls_set_fd(ts->ssl, fd, TLS_READ_SIZE) < 0 ||
         et_frame_reader_init(&ts->rd, ET_FRAME_MAX_DEFAULT, READ_SIZE) < 0 ||
         et_sock_set_nodelay(fd) < 0)
         goto err;
