@@ -627,6 +627,10 @@ static void drive_handshake(et_tsock *ts)
     int rc = SSL_do_handshake(ts->ssl);
     if (rc == 1) {
         atomic_store(&ts->state, ET_TS_HELLO);
+        /* The read buffer (et_tls_set_fd) may hold records that came with the peer's last
+         * handshake message, even when this event was EPOLLOUT only: the kernel will not say
+         * so again, so read on until WANT_READ. */
+        ts->readable = true;
         if (eng->ops->on_tls_done != NULL && eng->ops->on_tls_done(ts) < 0)
             et_tsock_close(ts, 0, "handshake setup failed");
         return;
