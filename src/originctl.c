@@ -160,80 +160,102 @@ static int print_config(const et_origin_config *cfg, const et_tls_client_opts *t
     return et_cli_print_json(o);
 }
 
-static int connect_main(int argc, char **argv)
+/* The settings of one start (or SIGHUP reload): the flags and --config file, parsed. */
+typedef struct settings {
+    et_origin_config cfg;
+    char ca[4096], pin[128]; /* "" when not given */
+    bool insecure, print;
+    char admin[128]; /* --admin ADDR, or "" */
+    et_log_format fmt;
+    et_log_level level;
+} settings;
+
+static const struct option opts[] = {
+    {"edge", required_argument, NULL, 'e'},
+    {"token", required_argument, NULL, 't'},
+    {"ca", required_argument, NULL, 'c'},
+    {"pin", required_argument, NULL, 'p'},
+    {"insecure", no_argument, NULL, 'I'},
+    {"tcp", required_argument, NULL, 'T'},
+    {"http", required_argument, NULL, 'H'},
+    {"proxy-protocol", no_argument, NULL, 'P'},
+    {"data-conns", required_argument, NULL, 'd'},
+    {"no-control", no_argument, NULL, 'N'},
+    {"drain-timeout", required_argument, NULL, 'D'},
+    {"threads", required_argument, NULL, 'n'},
+    {"log-format", required_argument, NULL, 'f'},
+    {"log-level", required_argument, NULL, 'l'},
+    {"admin", required_argument, NULL, 'a'},
+    {"help", no_argument, NULL, 'h'},
+    {"config", required_argument, NULL, 'C'},
+    {"print-config", no_argument, NULL, 'J'},
+    {NULL, 0, NULL, 0},
+};
+
+/* load parses the command line and the --config file it names into |st|. Returns -1 to go on,
+ * or the exit status (after --help, --print-config or a usage error). */
+static int load(int argc, char **argv, settings *st)
 {
-    static const struct option opts[] = {
-        {"edge", required_argument, NULL, 'e'},
-        {"token", required_argument, NULL, 't'},
-        {"ca", required_argument, NULL, 'c'},
-        {"pin", required_argument, NULL, 'p'},
-        {"insecure", no_argument, NULL, 'I'},
-        {"tcp", required_argument, NULL, 'T'},
-        {"http", required_argument, NULL, 'H'},
-        {"proxy-protocol", no_argument, NULL, 'P'},
-        {"data-conns", required_argument, NULL, 'd'},
-        {"no-control", no_argument, NULL, 'N'},
-        {"drain-timeout", required_argument, NULL, 'D'},
-        {"threads", required_argument, NULL, 'n'},
-        {"log-format", required_argument, NULL, 'f'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"admin", required_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},
-        {"config", required_argument, NULL, 'C'},
-        {"print-config", no_argument, NULL, 'J'},
-        {NULL, 0, NULL, 0},
-    };
     static et_cli_args args; /* the --config file's settings, then the command line */
+    memset(&args, 0, sizeof(args));
     if (et_cli_args_load(&args, argc, argv, opts) < 0) {
         fprintf(stderr, "originctl: %s\n", args.err);
         return 2;
     }
-    bool print = false;
-    static et_origin_config cfg;
-    const char *admin = NULL;
-    cfg.data_conns = 4;
-    cfg.drain_timeout_ns = 30ull * 1000000000ull;
-    cfg.threads = et_cli_threads();
-    et_tls_client_opts tls = {0};
-    et_log_format fmt = ET_LOG_TEXT;
-    et_log_level level = ET_LOG_INFO;
+    memset(st, 0, sizeof(*st));
+    et_origin_config *cfg = &st->cfg;
+    cfg->data_conns = 4;
+    cfg->drain_timeout_ns = 30ull * 1000000000ull;
+    cfg->threads = et_cli_threads();
+    st->fmt = ET_LOG_TEXT;
+    st->level = ET_LOG_INFO;
     int opt;
     while ((opt = getopt_long(args.argc, args.argv, "", opts, NULL)) != -1) {
         unsigned long v;
         int rv = ET_OK;
         switch (opt) {
         case 'e':
-            snprintf(cfg.edge_addr, sizeof(cfg.edge_addr), "%s", optarg);
-            rv = host_of(optarg, cfg.edge_host, sizeof(cfg.edge_host));
+            snprintf(cfg->edge_addr, sizeof(cfg->edge_addr), "%s", optarg);
+            rv = host_of(optarg, cfg->edge_host, sizeof(cfg->edge_host));
             break;
         case 't':
             if (strlen(optarg) > ET_TOKEN_MAX)
                 rv = ET_E_CONFIG;
             else
-                memcpy(cfg.token, optarg, strlen(optarg) + 1);
+                memcpy(cfg->token, optarg, strlen(optarg) + 1);
             break;
-        case 'c': tls.ca_file = optarg; break;
-        case 'p': tls.pin = optarg; break;
-        case 'I': tls.insecure = 1; break;
-        case 'T': rv = add_tcp_route(&cfg, optarg); break;
-        case 'H': rv = add_http_route(&cfg, optarg); break;
-        case 'P': cfg.proxy_protocol = true; break;
+        case 'c':
+            if (strlen(optarg) >= sizeof(st->ca))
+                rv = ET_E_CONFIG;
+            else
+                memcpy(st->ca, optarg, strlen(optarg) + 1);
+            break;
+        case 'p':
+            if (strlen(optarg) >= sizeof(st->pin))
+                rv = ET_E_CONFIG;
+            else
+                memcpy(st->pin, optarg, strlen(optarg) + 1);
+            break;
+        case 'I': st->insecure = true; break;
+        case 'T': rv = add_tcp_route(cfg, optarg); break;
+        case 'H': rv = add_http_route(cfg, optarg); break;
+        case 'P': cfg->proxy_protocol = true; break;
         case 'd':
             rv = et_cli_uint(optarg, 1, ET_MAX_DATA_SOCKS, &v);
-            cfg.data_conns = (unsigned)v;
+            cfg->data_conns = (unsigned)v;
             break;
-        case 'N': cfg.no_control = true; break;
-        case 'D': rv = et_cli_duration_ns(optarg, &cfg.drain_timeout_ns); break;
+        case 'N': cfg->no_control = true; break;
+        case 'D': rv = et_cli_duration_ns(optarg, &cfg->drain_timeout_ns); break;
         case 'n':
             rv = et_cli_uint(optarg, 1, ET_MAX_WORKERS, &v);
-            cfg.threads = (unsigned)v;
+            cfg->threads = (unsigned)v;
             break;
-        case 'f': rv = et_cli_log_format(optarg, &fmt); break;
-        case 'l': rv = et_cli_log_level(optarg, &level); break;
-        case 'a': admin = optarg; break;
+        case 'f': rv = et_cli_log_format(optarg, &st->fmt); break;
+        case 'l': rv = et_cli_log_level(optarg, &st->level); break;
+        case 'a': snprintf(st->admin, sizeof(st->admin), "%s", optarg); break;
         case 'h': usage(stdout); return 0;
         case 'C': break; /* read by et_cli_args_load */
-        case 'J': print = true; break;
+        case 'J': st->print = true; break;
         default: usage(stderr); return 2;
         }
         if (rv < 0) {
@@ -242,32 +264,66 @@ static int connect_main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != args.argc || cfg.edge_addr[0] == '\0' || cfg.token[0] == '\0') {
+    if (optind != args.argc || cfg->edge_addr[0] == '\0' || cfg->token[0] == '\0') {
         usage(stderr);
         return 2;
     }
-    if (print)
-        return print_config(&cfg, &tls, fmt, level, admin);
-    et_log_init(fmt, level);
-    if (tls.insecure)
-        et_logf(ET_LOG_WARN, "insecure", "why=\"--insecure: the edge is not verified\"");
-    SSL_CTX *ctx = NULL;
-    if (et_tls_client_ctx_new(&tls, &ctx) < 0) {
+    et_tls_client_opts tls = {st->ca[0] ? st->ca : NULL, st->pin[0] ? st->pin : NULL, st->insecure};
+    if (st->print)
+        return print_config(cfg, &tls, st->fmt, st->level, st->admin[0] ? st->admin : NULL);
+    return -1;
+}
+
+/* client_ctx makes the TLS context |st| asks for. Returns ET_OK or an error (logged). */
+static int client_ctx(const settings *st, SSL_CTX **ctx)
+{
+    et_tls_client_opts tls = {st->ca[0] ? st->ca : NULL, st->pin[0] ? st->pin : NULL, st->insecure};
+    if (et_tls_client_ctx_new(&tls, ctx) < 0) {
         char buf[256];
         et_logf(ET_LOG_ERROR, "tls_setup_failed",
                 "why=\"give exactly one of --ca, --pin, --insecure\" detail=\"%s\"",
                 et_tls_err_string(buf, sizeof(buf)));
-        return 2;
+        return ET_E_CONFIG;
     }
+    return ET_OK;
+}
+
+/* reload (SIGHUP) reads the flags and the --config file again and starts a session with them;
+ * on any error the running one stays (logged). */
+static void reload(et_engine *eng, int argc, char **argv)
+{
+    static settings st;
+    SSL_CTX *ctx = NULL;
+    if (load(argc, argv, &st) != -1 || client_ctx(&st, &ctx) < 0) {
+        et_logf(ET_LOG_WARN, "reload_failed", "why=\"bad settings\"");
+        return;
+    }
+    et_origin_reload(eng, &st.cfg, ctx);
+}
+
+static int connect_main(int argc, char **argv)
+{
+    static settings st;
+    int rc = load(argc, argv, &st);
+    if (rc != -1)
+        return rc;
+    et_log_init(st.fmt, st.level);
+    if (st.insecure)
+        et_logf(ET_LOG_WARN, "insecure", "why=\"--insecure: the edge is not verified\"");
+    SSL_CTX *ctx = NULL;
+    if (client_ctx(&st, &ctx) < 0)
+        return 2;
     sigset_t set;
     et_cli_block_signals(&set);
     static et_engine eng;
-    int rv = et_origin_start(&eng, &cfg, ctx);
-    if (rv == ET_OK && admin != NULL)
-        rv = et_origin_admin_start(&eng, admin);
+    int rv = et_origin_start(&eng, &st.cfg, ctx);
+    if (rv == ET_OK && st.admin[0] != '\0')
+        rv = et_origin_admin_start(&eng, st.admin);
     int status = 1;
     if (rv == ET_OK) {
-        int sig = et_cli_wait_signal(&set);
+        int sig;
+        while ((sig = et_cli_wait_signal_or_hup(&set)) == SIGHUP)
+            reload(&eng, argc, argv);
         status = atomic_load(&eng.exit_code);
         et_logf(ET_LOG_INFO, "stopping", "signal=%d", sig);
         if (status == 0)

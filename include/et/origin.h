@@ -81,6 +81,13 @@ int et_origin_status_main(int argc, char **argv);
  * before et_origin_cleanup (control.c). */
 void et_origin_control_cleanup(et_engine *eng);
 
+/* et_origin_reload (SIGHUP) starts a new session with settings |cfg| (copied; --threads stays
+ * as started) and TLS context |ctx| (ownership taken): a new token, pin, CA, routes or pool
+ * size take effect without dropping a stream. Once every socket of the new session is ready,
+ * the old session gets GOAWAY (the edge opens nothing more there) and each of its sockets closes
+ * when it carries no stream, within its --drain-timeout. Main thread. */
+void et_origin_reload(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx);
+
 /* et_origin_cleanup frees what et_origin_start set up, after et_engine_stop. */
 void et_origin_cleanup(et_engine *eng);
 

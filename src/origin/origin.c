@@ -33,27 +33,32 @@ typedef struct slot {
     unsigned backoff_s;
     uint64_t up_since;
     bool ready;
-    et_timer redial; /* redial; once retired, the deadline of a socket the edge keeps open */
+    et_timer redial;       /* redial; once retired, the check of a socket still open */
+    uint64_t retire_until; /* retired: the socket is closed by then, streams or not */
 } slot;
 
-/* A generation: one session (control and data sockets) toward the edge. GOAWAY from the edge
- * retires it for a new one dialled at once, which lands on the instance that replaces the old
- * one; the retired generation's sockets carry their in-flight streams until the old edge
- * closes them, and are never redialled. A retired generation is small (its slots) and is kept
- * until exit. */
+/* A generation: one session (control and data sockets) toward the edge, with the settings it
+ * was made with. GOAWAY from the edge retires it for a new one dialled at once, which lands on
+ * the instance that replaces the old one; the retired generation's sockets carry their
+ * in-flight streams until the old edge closes them, and are never redialled. A reload (SIGHUP)
+ * makes a new generation with the new settings and retires the old one once the new one is
+ * ready: GOAWAY on the old sockets (the edge opens nothing more there), each closed once its
+ * streams are done. A retired generation is small (its slots) and is kept until exit. */
 struct gen {
-    unsigned number;  /* 1, 2, 3 ... */
-    et_session *sess; /* one reference */
-    slot *slots;      /* owned */
+    unsigned number;       /* 1, 2, 3 ... */
+    et_origin_config *cfg; /* owned: the settings its sockets announce and serve */
+    et_session *sess;      /* one reference */
+    slot *slots;           /* owned */
     unsigned nslots;
     _Atomic unsigned nready;
     _Atomic bool retired;
-    uint32_t drain_ms; /* from the GOAWAY that retired it */
-    gen *older;        /* owned: the generations it replaced */
+    uint32_t drain_ms;     /* from the GOAWAY that retired it, or our drain timeout */
+    bool close_idle;       /* retired by us: close each socket once it carries nothing */
+    _Atomic bool replaces; /* made by a reload: retire the older one once this is ready */
+    gen *older;            /* owned: the generations it replaced */
 };
 
 typedef struct origin_state {
-    et_origin_config cfg;
     pthread_mutex_t mu;    /* guards cur */
     gen *cur;              /* owned: the newest generation, which links the older ones */
     _Atomic bool draining; /* SIGTERM: GOAWAY sent, no redials, no new generation */
@@ -96,20 +101,19 @@ static void schedule_redial(slot *sl)
 
 static void dial(slot *sl)
 {
-    et_engine *eng = sl->w->eng;
-    origin_state *os = state_of(eng);
+    const et_origin_config *cfg = sl->g->cfg;
     if (atomic_load(&sl->g->retired))
         return;
     struct sockaddr_storage ss;
     socklen_t sl_len;
     int fd = -1;
-    if (et_sock_parse_addr(os->cfg.edge_addr, &ss, &sl_len) < 0) {
-        et_logf(ET_LOG_ERROR, "bad_edge_address", "edge=%s", os->cfg.edge_addr);
+    if (et_sock_parse_addr(cfg->edge_addr, &ss, &sl_len) < 0) {
+        et_logf(ET_LOG_ERROR, "bad_edge_address", "edge=%s", cfg->edge_addr);
         return;
     }
     int rv = et_sock_connect_start((struct sockaddr *)&ss, sl_len, &fd);
     if (rv < 0 && rv != ET_E_AGAIN) {
-        et_logf(ET_LOG_WARN, "connect_failed", "edge=%s errno=%d", os->cfg.edge_addr, errno);
+        et_logf(ET_LOG_WARN, "connect_failed", "edge=%s errno=%d", cfg->edge_addr, errno);
         schedule_redial(sl);
         return;
     }
@@ -118,12 +122,12 @@ static void dial(slot *sl)
         schedule_redial(sl);
         return;
     }
-    snprintf(ts->peer, sizeof(ts->peer), "%.63s", os->cfg.edge_addr);
+    snprintf(ts->peer, sizeof(ts->peer), "%.63s", cfg->edge_addr);
     ts->side = sl;
     ts->sess = sl->g->sess;
     et_session_ref(ts->sess);
     sl->ts = ts;
-    if (et_tls_client_prepare(ts->ssl, os->cfg.edge_host) < 0) {
+    if (et_tls_client_prepare(ts->ssl, cfg->edge_host) < 0) {
         char buf[256];
         et_logf(ET_LOG_ERROR, "tls_setup_failed", "detail=\"%s\"",
                 et_tls_err_string(buf, sizeof(buf)));
@@ -138,13 +142,27 @@ static void dial_msg(et_reactor *r, void *arg)
         dial(sl);
 }
 
-/* retired_expire closes a retired slot's socket that its edge still keeps open after the
- * drain time it announced (and a grace): its streams are cancelled. */
-static void retired_expire(et_reactor *r, et_timer *t)
+#define RETIRE_TICK_NS (1000000000ull)
+
+/* retired_tick looks at a retired slot's socket once a second: closed once it carries nothing
+ * (when we retired it), or at the drain time (and a grace), streams or not (cancelled). */
+static void retired_tick(et_reactor *r, et_timer *t)
 {
     slot *sl = ET_CONTAINER_OF(t, slot, redial);
-    if (sl->ts != NULL)
+    if (sl->ts == NULL)
+        return;
+    uint64_t now = et_reactor_now(r);
+    if (now >= sl->retire_until) {
         et_tsock_close(sl->ts, ET_WE_SHUTDOWN, "drain time over");
+        return;
+    }
+    if (sl->g->close_idle && sl->ts->nstreams == 0) {
+        et_tsock_close(sl->ts, 0, "generation retired");
+        return;
+    }
+    uint64_t at = now + RETIRE_TICK_NS < sl->retire_until ? now + RETIRE_TICK_NS : sl->retire_until;
+    if (et_timer_arm(r, t, at) < 0)
+        et_logf(ET_LOG_WARN, "timer_failed", "what=retire");
 }
 
 #define RETIRE_GRACE_NS (5ull * 1000000000ull)
@@ -156,26 +174,42 @@ static void retire_run(et_reactor *r, void *arg)
 {
     slot *sl = arg;
     et_timer_cancel(r, &sl->redial);
-    et_timer_init(&sl->redial, retired_expire);
+    et_timer_init(&sl->redial, retired_tick);
     if (sl->ts == NULL)
         return;
     if (!sl->ready) {
         et_tsock_close(sl->ts, 0, "generation retired");
         return;
     }
-    uint64_t at = et_reactor_now(r) + (uint64_t)sl->g->drain_ms * 1000000ull + RETIRE_GRACE_NS;
-    if (et_timer_arm(r, &sl->redial, at) < 0)
+    if (sl->g->close_idle) /* our own retirement: the edge must stop opening streams here */
+        et_tsock_goaway(sl->ts, sl->g->drain_ms, "reload");
+    uint64_t now = et_reactor_now(r);
+    sl->retire_until = now + (uint64_t)sl->g->drain_ms * 1000000ull + RETIRE_GRACE_NS;
+    if (et_timer_arm(r, &sl->redial, now + RETIRE_TICK_NS) < 0)
         et_logf(ET_LOG_WARN, "timer_failed", "what=retire");
 }
 
-/* gen_new makes generation |number| with a fresh session id and its slots (not dialled). */
-static gen *gen_new(et_engine *eng, unsigned number)
+/* retire_all tells every slot of retired generation |old| (on its worker) to stop. */
+static void retire_all(et_engine *eng, gen *old)
 {
-    origin_state *os = state_of(eng);
-    const et_origin_config *cfg = &os->cfg;
+    for (unsigned i = 0; i < old->nslots; i++)
+        if (et_reactor_post(old->slots[i].w->r, retire_run, &old->slots[i]) < 0)
+            ET_COUNT(eng->stats.inbox_full);
+}
+
+/* gen_new makes generation |number| with settings |src| (copied), a fresh session id and its
+ * slots (not dialled). */
+static gen *gen_new(et_engine *eng, unsigned number, const et_origin_config *src)
+{
     gen *g = calloc(1, sizeof(*g));
-    if (g == NULL)
+    et_origin_config *cfg = malloc(sizeof(*cfg));
+    if (g == NULL || cfg == NULL) {
+        free(g);
+        free(cfg);
         return NULL;
+    }
+    *cfg = *src;
+    g->cfg = cfg;
     g->number = number;
     uint8_t id[ET_SESSION_ID_LEN];
     do {
@@ -187,6 +221,7 @@ static gen *gen_new(et_engine *eng, unsigned number)
     if (g->sess == NULL || g->slots == NULL) {
         et_session_unref(g->sess, NULL);
         free(g->slots);
+        free(g->cfg);
         free(g);
         return NULL;
     }
@@ -222,6 +257,7 @@ static void gen_free_all(gen *g)
         gen *older = g->older;
         et_session_unref(g->sess, NULL);
         free(g->slots);
+        free(g->cfg);
         free(g);
         g = older;
     }
@@ -241,7 +277,7 @@ static void origin_goaway(et_tsock *ts, const et_goaway *ga)
     gen *old = sl->g, *g = NULL;
     pthread_mutex_lock(&os->mu);
     if (os->cur == old && !atomic_load(&old->retired)) {
-        g = gen_new(eng, old->number + 1);
+        g = gen_new(eng, old->number + 1, old->cfg);
         if (g != NULL) {
             old->drain_ms = ga->drain_ms;
             atomic_store(&old->retired, true);
@@ -258,15 +294,72 @@ static void origin_goaway(et_tsock *ts, const et_goaway *ga)
             ga->drain_ms);
     if (gen_dial(g) < 0)
         ET_COUNT(eng->stats.inbox_full);
-    for (unsigned i = 0; i < old->nslots; i++)
-        if (et_reactor_post(old->slots[i].w->r, retire_run, &old->slots[i]) < 0)
-            ET_COUNT(eng->stats.inbox_full);
+    retire_all(eng, old);
+}
+
+void et_origin_reload(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
+{
+    origin_state *os = state_of(eng);
+    gen *g = NULL;
+    pthread_mutex_lock(&os->mu);
+    if (!atomic_load(&os->draining)) {
+        g = gen_new(eng, os->cur->number + 1, cfg);
+        if (g != NULL) {
+            g->cfg->threads = os->cur->cfg->threads; /* the reactors stay as started */
+            atomic_store(&g->replaces, true);
+            g->older = os->cur;
+            os->cur = g;
+        }
+    }
+    pthread_mutex_unlock(&os->mu);
+    if (g == NULL) {
+        SSL_CTX_free(ctx);
+        et_logf(ET_LOG_WARN, "reload_failed", "why=\"draining or out of memory\"");
+        return;
+    }
+    et_engine_swap_ssl_ctx(eng, ctx); /* the new generation's sockets use it */
+    char hex[2 * ET_SESSION_ID_LEN + 1];
+    et_session_hex(g->sess->id, hex);
+    et_logf(ET_LOG_INFO, "reloaded", "generation=%u session=%s data=%u control=%d", g->number, hex,
+            g->cfg->data_conns, g->cfg->no_control ? 0 : 1);
+    if (gen_dial(g) < 0)
+        ET_COUNT(eng->stats.inbox_full);
+}
+
+/* retire_replaced retires the generation that reload generation |g| replaces, now that |g| is
+ * ready (make before break); once. */
+static void retire_replaced(et_engine *eng, gen *g)
+{
+    origin_state *os = state_of(eng);
+    if (!atomic_exchange(&g->replaces, false))
+        return;
+    pthread_mutex_lock(&os->mu);
+    gen *old = g->older;
+    bool retire = old != NULL && !atomic_load(&old->retired);
+    if (retire) {
+        old->close_idle = true;
+        old->drain_ms = (uint32_t)(old->cfg->drain_timeout_ns / 1000000u);
+        atomic_store(&old->retired, true);
+    }
+    pthread_mutex_unlock(&os->mu);
+    if (retire)
+        retire_all(eng, old);
+}
+
+/* cur_cfg returns the settings of the newest generation (kept until exit). */
+static const et_origin_config *cur_cfg(origin_state *os)
+{
+    pthread_mutex_lock(&os->mu);
+    const et_origin_config *cfg = os->cur->cfg;
+    pthread_mutex_unlock(&os->mu);
+    return cfg;
 }
 
 static void goaway_run(et_reactor *r, void *arg)
 {
     et_worker *w = arg;
-    et_worker_goaway(w, (uint32_t)(state_of(w->eng)->cfg.drain_timeout_ns / 1000000u), "shutdown");
+    et_worker_goaway(w, (uint32_t)(cur_cfg(state_of(w->eng))->drain_timeout_ns / 1000000u),
+                     "shutdown");
 }
 
 uint64_t et_origin_drain(et_engine *eng, bool (*interrupted)(void *arg), void *arg)
@@ -274,20 +367,21 @@ uint64_t et_origin_drain(et_engine *eng, bool (*interrupted)(void *arg), void *a
     origin_state *os = state_of(eng);
     uint64_t start = et_now_ns();
     atomic_store(&os->draining, true);
+    uint64_t timeout = cur_cfg(os)->drain_timeout_ns;
     if (et_engine_post_all(eng, goaway_run) != 0)
         ET_COUNT(eng->stats.inbox_full);
     et_logf(ET_LOG_INFO, "draining", "timeout_ms=%llu streams=%llu",
-            (unsigned long long)(os->cfg.drain_timeout_ns / 1000000u),
+            (unsigned long long)(timeout / 1000000u),
             (unsigned long long)et_engine_live_streams(eng));
-    return et_engine_drain_wait(eng, start + os->cfg.drain_timeout_ns, NULL, interrupted, arg);
+    return et_engine_drain_wait(eng, start + timeout, NULL, interrupted, arg);
 }
 
 /* --- handshake -------------------------------------------------------------------------- */
 
 static int origin_tls_done(et_tsock *ts)
 {
-    origin_state *os = state_of(ts->w->eng);
     slot *sl = ts->side;
+    const et_origin_config *cfg = sl->g->cfg;
     if (!et_tls_alpn_ok(ts->ssl)) {
         et_logf(ET_LOG_WARN, "tls_failed", "why=\"edge did not select ALPN %s\"", ET_TLS_ALPN);
         return ET_E_TLS;
@@ -298,19 +392,19 @@ static int origin_tls_done(et_tsock *ts)
                     .version_min = ET_PROTO_VERSION_MIN,
                     .version_max = ET_PROTO_VERSION_MAX,
                     .role = sl->role,
-                    .hello_flags = os->cfg.no_control ? ET_HELLO_LEGACY : 0,
+                    .hello_flags = cfg->no_control ? ET_HELLO_LEGACY : 0,
                     .socket_index = sl->index,
                     .max_frame = ET_FRAME_MAX_DEFAULT,
                     .initial_window = ET_WINDOW_DEFAULT,
-                    .token = {(const uint8_t *)os->cfg.token, strlen(os->cfg.token)},
+                    .token = {(const uint8_t *)cfg->token, strlen(cfg->token)},
                     .agent = {(const uint8_t *)agent, sizeof(agent) - 1},
                 }};
     memcpy(m.hello.session_id, sl->g->sess->id, ET_SESSION_ID_LEN);
-    for (unsigned i = 0; i < os->cfg.ntcp && m.hello.nroutes < ET_ROUTES_MAX; i++)
+    for (unsigned i = 0; i < cfg->ntcp && m.hello.nroutes < ET_ROUTES_MAX; i++)
         m.hello.routes[m.hello.nroutes++] =
-            (et_route){ET_OPEN_TCP, os->cfg.tcp[i].public_port, {NULL, 0}};
-    for (unsigned i = 0; i < os->cfg.nhttp && m.hello.nroutes < ET_ROUTES_MAX; i++) {
-        const char *p = os->cfg.http[i].pattern;
+            (et_route){ET_OPEN_TCP, cfg->tcp[i].public_port, {NULL, 0}};
+    for (unsigned i = 0; i < cfg->nhttp && m.hello.nroutes < ET_ROUTES_MAX; i++) {
+        const char *p = cfg->http[i].pattern;
         m.hello.routes[m.hello.nroutes++] =
             (et_route){ET_OPEN_HTTP, 0, {(const uint8_t *)p, strlen(p)}};
     }
@@ -325,7 +419,6 @@ static bool permanent(uint16_t code)
 static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg *m)
 {
     et_engine *eng = ts->w->eng;
-    origin_state *os = state_of(eng);
     slot *sl = ts->side;
     if (f->action == ET_A_ERROR) {
         uint16_t code = m->error.code;
@@ -367,7 +460,8 @@ static int origin_handshake_frame(et_tsock *ts, const et_frame *f, const et_msg 
         char hex[2 * ET_SESSION_ID_LEN + 1];
         et_session_hex(g->sess->id, hex);
         et_logf(ET_LOG_INFO, "ready", "session=%s control=%d data=%u generation=%u", hex,
-                os->cfg.no_control ? 0 : 1, os->cfg.data_conns, g->number);
+                g->cfg->no_control ? 0 : 1, g->cfg->data_conns, g->number);
+        retire_replaced(eng, g); /* a reload's new generation is up: the old one goes */
     }
     return ET_OK;
 }
@@ -396,21 +490,21 @@ static void origin_closed(et_tsock *ts)
 static int origin_open(et_tsock *ts, const et_frame *f, const et_open *o)
 {
     et_engine *eng = ts->w->eng;
-    origin_state *os = state_of(eng);
+    const et_origin_config *cfg = ((slot *)ts->side)->g->cfg; /* its generation's routes */
     const struct sockaddr_storage *local = NULL;
     socklen_t local_len = 0;
     if (o->kind == ET_OPEN_TCP) {
-        for (unsigned i = 0; i < os->cfg.ntcp && local == NULL; i++) {
-            if (os->cfg.tcp[i].public_port == o->server.port) {
-                local = &os->cfg.tcp[i].local;
-                local_len = os->cfg.tcp[i].local_len;
+        for (unsigned i = 0; i < cfg->ntcp && local == NULL; i++) {
+            if (cfg->tcp[i].public_port == o->server.port) {
+                local = &cfg->tcp[i].local;
+                local_len = cfg->tcp[i].local_len;
             }
         }
     } else {
         /* An exact pattern wins over a wildcard. */
         for (int pass = 0; pass < 2 && local == NULL; pass++) {
-            for (unsigned i = 0; i < os->cfg.nhttp && local == NULL; i++) {
-                const et_origin_http_route *r = &os->cfg.http[i];
+            for (unsigned i = 0; i < cfg->nhttp && local == NULL; i++) {
+                const et_origin_http_route *r = &cfg->http[i];
                 if ((r->pattern[0] == '*') != (pass == 1))
                     continue;
                 if (et_host_match(r->pattern, (const char *)o->host.p, o->host.n)) {
@@ -444,7 +538,7 @@ static int origin_open(et_tsock *ts, const et_frame *f, const et_open *o)
     }
     s->send_credit = o->initial_window;
     int fd = -1;
-    if (os->cfg.proxy_protocol) {
+    if (cfg->proxy_protocol) {
         uint8_t hdr[ET_PROXY_V2_MAX];
         int n = et_proxy_v2_encode(&o->client, &o->server, hdr, sizeof(hdr));
         if (n < 0 || et_stream_prepend_local(s, hdr, (size_t)n) < 0) {
@@ -477,9 +571,8 @@ int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
     origin_state *os = calloc(1, sizeof(*os));
     ET_ENSURE(os != NULL, ET_E_NOMEM);
     eng->side_state = os;
-    os->cfg = *cfg;
     pthread_mutex_init(&os->mu, NULL);
-    gen *first = gen_new(eng, 1);
+    gen *first = gen_new(eng, 1, cfg);
     ET_ENSURE(first != NULL, ET_E_NOMEM);
     os->cur = first; /* from the start on, read and written under os->mu */
     ET_GUARD(et_engine_start(eng));
@@ -491,7 +584,7 @@ int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
 
 const et_origin_config *et_origin_config_of(et_engine *eng)
 {
-    return &state_of(eng)->cfg;
+    return cur_cfg(state_of(eng));
 }
 
 et_session *et_origin_session(et_engine *eng)

@@ -86,3 +86,45 @@ def test_sighup_rereads_the_config_file(edge, origin, services, tmp_path):
     os.kill(e.proc.pid, signal.SIGHUP)
     e.proc.wait_event("reload_failed", 10)
     assert e.proc.alive()
+
+
+def test_sighup_originctl_starts_a_new_session_and_keeps_streams(edge, origin, services,
+                                                                tmp_path):
+    web = services.add(HttpOrigin("web"))
+    e = start_http_edge(edge, origin_timeout="20s")
+    token = e.token("web", hosts=["a.example.test", "b.example.test"])
+    conf = tmp_path / "originctl.conf"
+    conf.write_text(f"http = a.example.test=http://127.0.0.1:{web.port}\ndata-conns = 4\n")
+    o = origin(e, token, {}, extra=("--config", conf))
+    e.proc.wait_event("http_route", host="a.example.test")
+    old = o.session
+    slow = {}
+
+    def download():
+        slow["r"] = get(e.http_port, "a.example.test", "/late/0ms/60x50ms", timeout=60)
+
+    t = threading.Thread(target=download, daemon=True)
+    t.start()
+    wait_until(lambda: web.find(prefix="/late/"), 20, "the slow download to start")
+    assert get(e.http_port, "b.example.test", "/before", timeout=20)[0] == 404
+
+    # A new route and a smaller pool: a new session, the old one's stream finishes.
+    conf.write_text(f"http = a.example.test=http://127.0.0.1:{web.port}\n"
+                    f"http = b.example.test=http://127.0.0.1:{web.port}\ndata-conns = 2\n")
+    os.kill(o.proc.pid, signal.SIGHUP)
+    o.proc.wait_event("reloaded", 10, generation=2, data=2)
+    new = o.proc.wait_event("ready", 20, generation=2, data=2)[0]["session"]
+    assert new != old
+    assert get(e.http_port, "b.example.test", "/after", timeout=20)[0] == 200
+    t.join(60)
+    status, _, body = slow["r"]
+    assert status == 200 and len(body) == 60 * 1024, (status, len(body))
+    # The old session goes once it carries nothing (GOAWAY, then closed when idle).
+    e.proc.wait_event("session_down", 20, session=old)
+    assert o.proc.alive() and not e.proc.events("session_down", session=new)
+    assert [get(e.http_port, "a.example.test", f"/n{i}")[0] for i in range(4)] == [200] * 4
+    # A bad file leaves the running session alone.
+    conf.write_text("data-conns = lots\n")
+    os.kill(o.proc.pid, signal.SIGHUP)
+    o.proc.wait_event("reload_failed", 10)
+    assert get(e.http_port, "b.example.test", "/still", timeout=20)[0] == 200
