@@ -65,7 +65,10 @@ static void answer(http_conn *c, int status, const char *why)
     et_engine *eng = c->w->eng;
     char page[512];
     int n = et_http_error_response(status, page, sizeof(page));
-    et_logf(ET_LOG_INFO, "http_answer", "status=%d why=%s", status, why);
+    /* a routing answer names its host (checked by the head parser: [a-z0-9.-] only) */
+    bool routed = status == 404 || status == 429 || status == 503;
+    et_logf(ET_LOG_INFO, "http_answer", "status=%d why=%s host=%s", status, why,
+            routed && c->head.host[0] != '\0' ? c->head.host : "-");
     ET_COUNT(eng->stats.public_refused);
     ET_COUNT(eng->stats.http_answers[et_http_status_slot(status)]);
     if (n > 0)
@@ -110,7 +113,7 @@ static void reroute(et_worker *w, handoff *h)
     http_conn *c = h->reroutes < REROUTES_MAX ? conn_new(w, h->fd, h->buf) : NULL;
     if (c == NULL) {
         client_release(w->eng, h->client_slot);
-        et_logf(ET_LOG_INFO, "http_answer", "status=503 why=socket_gone");
+        et_logf(ET_LOG_INFO, "http_answer", "status=503 why=socket_gone host=%s", h->host);
         char page[512];
         int n = et_http_error_response(503, page, sizeof(page));
         if (n > 0)
@@ -152,7 +155,7 @@ static void open_http_stream(handoff *h)
         char page[512];
         int n = rv == ET_E_LIMIT ? et_http_error_response(503, page, sizeof(page)) : 0;
         if (n > 0) {
-            et_logf(ET_LOG_INFO, "http_answer", "status=503 why=stream_limit");
+            et_logf(ET_LOG_INFO, "http_answer", "status=503 why=stream_limit host=%s", h->host);
             (void)send(h->fd, page, (size_t)n, MSG_NOSIGNAL);
             close(h->fd);
         } else {
