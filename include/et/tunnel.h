@@ -71,6 +71,7 @@ typedef struct et_stats {
     _Atomic uint64_t limit_tunnels;         /* sessions refused: --max-tunnels */
     _Atomic uint64_t rate_limited;          /* public connections refused: the tunnel's rate */
     _Atomic uint64_t idle_closed;           /* streams ended by --idle-timeout */
+    _Atomic uint64_t route_waits;           /* edge: requests held for a session (route wait) */
     _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];

@@ -79,9 +79,8 @@ typedef struct edge_hub {
     /* Public connections accepted but not yet streams nor answered (reading their head,
      * waiting for a route, or in an inbox): a drain waits for them too. */
     _Atomic int64_t pending;
-    _Atomic uint64_t route_waits; /* requests held for a session (route wait) */
-    _Atomic bool draining;        /* SIGTERM: listeners closed, GOAWAY sent */
-    _Atomic unsigned drain_acks;  /* workers that closed their listeners */
+    _Atomic bool draining;       /* SIGTERM: listeners closed, GOAWAY sent */
+    _Atomic unsigned drain_acks; /* workers that closed their listeners */
     _Atomic uint64_t drain_deadline_ns;
     _Atomic uint32_t *client_conns;        /* owned: CLIENT_SLOTS counters, or NULL (no limit) */
     tunnel_entry *tunnels[TUNNEL_BUCKETS]; /* owned: every tunnel seen, by XXH3 of the name */

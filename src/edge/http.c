@@ -22,9 +22,8 @@ typedef struct http_conn {
     int fd;       /* owned until handed over */
     uint8_t *buf; /* owned: ET_HTTP_HEAD_MAX bytes */
     size_t len;
-    bool answered;   /* an error went out: drain the client until EOF or the linger time */
-    bool waiting;    /* head complete, no session serves its host yet: retried on the timer */
-    int wait_status; /* what to answer when the wait ends (404 or 503) */
+    bool answered; /* an error went out: drain the client until EOF or the linger time */
+    bool waiting;  /* head complete, no session serves its host yet: retried on the timer */
     uint64_t wait_until, wait_step;
     et_http_head head;   /* the incremental parser's state and, once complete, the head */
     unsigned reroutes;   /* times its data socket went away before the stream could open */
@@ -102,6 +101,20 @@ typedef struct handoff {
     char host[ET_HOST_MAX + 1];
 } handoff;
 
+/* answer_handoff answers |status| to a handed-over connection that has no http_conn any more
+ * (counted and logged like answer()) and closes it; the page goes out before the FIN. */
+static void answer_handoff(et_engine *eng, handoff *h, int status, const char *why)
+{
+    char page[512];
+    int n = et_http_error_response(status, page, sizeof(page));
+    et_logf(ET_LOG_INFO, "http_answer", "status=%d why=%s host=%s", status, why, h->host);
+    ET_COUNT(eng->stats.public_refused);
+    ET_COUNT(eng->stats.http_answers[et_http_status_slot(status)]);
+    if (n > 0)
+        (void)send(h->fd, page, (size_t)n, MSG_NOSIGNAL);
+    close(h->fd);
+}
+
 /* Times a request is routed again when its data socket went away (or began draining) while it
  * was handed over, before it is answered 503. */
 #define REROUTES_MAX 3
@@ -113,12 +126,7 @@ static void reroute(et_worker *w, handoff *h)
     http_conn *c = h->reroutes < REROUTES_MAX ? conn_new(w, h->fd, h->buf) : NULL;
     if (c == NULL) {
         client_release(w->eng, h->client_slot);
-        et_logf(ET_LOG_INFO, "http_answer", "status=503 why=socket_gone host=%s", h->host);
-        char page[512];
-        int n = et_http_error_response(503, page, sizeof(page));
-        if (n > 0)
-            (void)send(h->fd, page, (size_t)n, MSG_NOSIGNAL);
-        close(h->fd);
+        answer_handoff(w->eng, h, 503, "socket_gone");
         free(h->buf);
         return;
     }
@@ -152,15 +160,10 @@ static void open_http_stream(handoff *h)
     int rv = et_stream_open(ts, uc, 1, ET_OPEN_HTTP, &s);
     if (rv < 0) {
         client_release(eng, h->client_slot);
-        char page[512];
-        int n = rv == ET_E_LIMIT ? et_http_error_response(503, page, sizeof(page)) : 0;
-        if (n > 0) {
-            et_logf(ET_LOG_INFO, "http_answer", "status=503 why=stream_limit host=%s", h->host);
-            (void)send(h->fd, page, (size_t)n, MSG_NOSIGNAL);
-            close(h->fd);
-        } else {
+        if (rv == ET_E_LIMIT)
+            answer_handoff(eng, h, 503, "stream_limit");
+        else
             et_sock_reset_close(h->fd);
-        }
         free(h->buf);
         return;
     }
@@ -235,11 +238,10 @@ static bool start_wait(http_conn *c, int status)
         c->waiting = true;
         c->wait_until = now + wait;
         c->wait_step = WAIT_STEP_MIN_NS;
-        ET_COUNT(hub->route_waits);
+        ET_COUNT(c->w->eng->stats.route_waits);
     } else if (now >= c->wait_until) {
         return false;
     }
-    c->wait_status = status;
     uint64_t at = now + c->wait_step;
     c->wait_step = c->wait_step * 2 > WAIT_STEP_MAX_NS ? WAIT_STEP_MAX_NS : c->wait_step * 2;
     if (at > c->wait_until)
