@@ -18,7 +18,7 @@ import threading
 import time
 
 from tunnel import (
-    IO_TIMEOUT, KiB, LOCAL, MiB, free_port, now_ns, pattern_chunk, pattern_iter,
+    IO_TIMEOUT, KiB, LOCAL, MiB, free_port, listen_local, now_ns, pattern_chunk, pattern_iter,
 )
 
 HEAD_MAX = 16 * KiB  # the edge's request head limit (431 beyond)
@@ -636,7 +636,7 @@ class WsEchoOrigin:
 
         async def main():
             self._stop_fut = self._loop.create_future()
-            async with self._ws.serve(self._echo, LOCAL, 0, max_size=8 * MiB,
+            async with self._ws.serve(self._echo, sock=listen_local(), max_size=8 * MiB,
                                       close_timeout=5) as server:
                 self.port = server.sockets[0].getsockname()[1]
                 self._ready.set()

@@ -14,8 +14,8 @@ from admin_helpers import (
 )
 from http_helpers import get, start_http_edge, start_http_origin, HttpOrigin
 from tunnel import (
-    LOCAL, MiB, EchoService, SourceService, abort, connect, free_port, measure, read_stream,
-    wait_until,
+    LOCAL, MiB, EchoService, SourceService, abort, connect, free_port, listen_local, measure,
+    read_stream, wait_until,
 )
 
 
@@ -444,9 +444,7 @@ class Blackhole:
     name = "blackhole"
 
     def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind((LOCAL, 0))
-        self.listener.listen(0)
+        self.listener = listen_local(0)
         self.port = self.listener.getsockname()[1]
         self.fillers = []
         for _ in range(8):

@@ -68,25 +68,62 @@ def wait_until(pred, timeout, what, interval=POLL):
 # Ports, certificates, token keys and tokens
 
 
+# Every port handed out in this run. The kernel's pick for a service's listener may be a port
+# an edge was given but does not listen on (yet, or ever, as in the refused-token tests): the
+# test would then reach the service where it meant to reach the edge.
+_HANDED = set()
+
+
+def _fresh_bound(n, make):
+    """n sockets from make(), each bound to a kernel-picked 127.0.0.1 port not handed out before
+    in this run. Rejected picks stay bound until the end so the kernel cannot pick them again."""
+    good, rejected = [], []
+    try:
+        for _ in range(n + 64):
+            if len(good) == n:
+                break
+            s = make()
+            s.bind((LOCAL, 0))
+            port = s.getsockname()[1]
+            (rejected if port in _HANDED else good).append(s)
+            _HANDED.add(port)
+        else:
+            raise AssertionError(f"no {n} fresh ports after {n + 64} picks")
+        return good
+    except BaseException:
+        for s in good:
+            s.close()
+        raise
+    finally:
+        for s in rejected:
+            s.close()
+
+
+def listen_local(backlog=1024, reuse=False):
+    """A TCP listener on 127.0.0.1, on a port no other part of this run was given."""
+    def make():
+        s = socket.socket()
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return s
+
+    (s,) = _fresh_bound(1, make)
+    s.listen(backlog)
+    return s
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick)."""
-    with socket.socket() as s:
-        s.bind((LOCAL, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago and not handed out before in this run."""
+    return free_ports(1)[0]
 
 
 def free_ports(n):
-    """n distinct free ports: all are held open until every one is picked."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((LOCAL, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct free ports, none handed out before in this run."""
+    socks = _fresh_bound(n, socket.socket)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def _run(argv, input=None, timeout=30):
@@ -504,10 +541,7 @@ class Service:
     name = "service"
 
     def __init__(self):
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOCAL, 0))
-        self.listener.listen(1024)
+        self.listener = listen_local(1024, reuse=True)
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
         self.conns = []
