@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """sshpeer.py: the `ssh -R` comparison peer (issue #5), one JSON line per figure.
 
-    bench/sshpeer.py [--trials 200] [--size BYTES] [--load-streams 4] [--only throughput,cancel]
+    bench/sshpeer.py [--trials 200] [--size BYTES] [--load-streams 4]
+                     [--only throughput,cancel,cancel_upload]
 
 A private sshd (OpenSSH from Debian) on 127.0.0.1, started here with fresh keys in a temp dir,
 and one `ssh -N -R` client to it (aes128-gcm@openssh.com), carry the same workloads as
@@ -12,6 +13,9 @@ bench/core.py, measured by core.py's own functions:
 - cancel: core.cancel_trials() through `ssh -R` while bench/load.py pushes LOAD_STREAMS
   downloads through a second -R forward of the same ssh connection (as core.py's load shares the
   tunnel with the victim).
+- cancel_upload: core.cancel_upload_trials() through `ssh -R` while bench/load.py pushes
+  LOAD_STREAMS uploads through the second forward: the victim uploads until the service has read
+  1 MiB, then resets; latency until the service's recv reports it, and what it still read after.
 - cancel_signal: a few extra trials whose service also watches its socket, to tell whether the
   client's reset reaches the service as a reset or only as a FIN.
 
@@ -364,8 +368,9 @@ def bench_throughput(size):
             core.emit = saved
 
 
-def _with_load(load_streams, load_seconds, fn):
-    """Run fn(pub, srv, tunnel) with LOAD_STREAMS downloads through the same ssh connection."""
+def _with_load(load_streams, load_seconds, fn, direction="download"):
+    """Run fn(pub, srv, tunnel) with LOAD_STREAMS downloads (or uploads) through the same ssh
+    connection."""
     pub, svc, load_pub, load_svc = T.free_ports(4)
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -375,7 +380,7 @@ def _with_load(load_streams, load_seconds, fn):
         with SshTunnel(pub, svc, more=[(load_pub, load_svc)]) as t:
             load = subprocess.Popen([sys.executable, str(ROOT / "bench" / "load.py"),
                                      str(load_pub), str(load_svc), str(load_streams),
-                                     str(load_seconds)],
+                                     str(load_seconds), direction],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
             try:
                 load.stdout.readline()  # ready
@@ -404,6 +409,23 @@ def bench_cancel(trials, load_streams, signal_trials):
              latencies_ms=[round(x, 3) for x in lat])
     if sig:
         emit(**sig)
+
+
+def bench_cancel_upload(trials, load_streams):
+    """core.cancel_upload_trials through `ssh -R` while LOAD_STREAMS uploads flood the same ssh
+    connection toward the service side (as core.py's upload cancel does to the tunnel)."""
+    r = _with_load(load_streams, trials * 0.2 + 30,
+                   lambda pub, srv, t: core.cancel_upload_trials(pub, srv, trials, MODE),
+                   direction="upload")
+    if r is None:
+        return
+    lat, after, saw = r
+    emit(bench="cancel", direction="upload", mode=MODE, trials=len(lat),
+         load_streams=load_streams, p50_ms=round(statistics.median(lat), 3),
+         p99_ms=round(pct(lat, 99), 3), max_ms=round(max(lat), 3),
+         worst_ms=[round(x, 2) for x in sorted(lat)[-5:]],
+         bytes_after_p50=int(statistics.median(after)), bytes_after_max=max(after),
+         service_saw=saw, latencies_ms=[round(x, 3) for x in lat])
 
 
 def signal_probe(pub_port, svc_srv, trials):
@@ -483,7 +505,7 @@ def signal_probe(pub_port, svc_srv, trials):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="throughput,cancel")
+    ap.add_argument("--only", default="throughput,cancel,cancel_upload")
     ap.add_argument("--size", type=int, default=2 << 30)
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--load-streams", type=int, default=4)
@@ -498,6 +520,8 @@ def main():
         bench_throughput(a.size)
     if "cancel" in only:
         bench_cancel(a.trials, a.load_streams, a.signal_trials)
+    if "cancel_upload" in only:
+        bench_cancel_upload(a.trials, a.load_streams)
 
 
 if __name__ == "__main__":
