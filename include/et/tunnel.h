@@ -34,7 +34,8 @@
 #include "et/reactor.h"
 #include "et/result.h"
 
-#define ET_RECORD_MAX     16384u     /* plaintext bytes per SSL_write: one TLS record */
+#define ET_RECORD_MAX     16384u /* plaintext bytes per SSL_write: one TLS record */
+#define ET_REC_BATCH      4u     /* records one stream may fill with one read of its local socket */
 #define ET_CTRL_QUEUE_MAX (1u << 20) /* queued control bytes before a socket is dropped */
 #define ET_TOMBSTONE_NS   (10ull * 1000000000ull)
 #define ET_HANDSHAKE_NS   (10ull * 1000000000ull)
@@ -331,8 +332,13 @@ struct et_tsock {
 
     uint8_t *ctrl; /* owned: queued control frames, encoded */
     size_t ctrl_len, ctrl_cap;
-    uint8_t rec[ET_RECORD_MAX]; /* the record being written; kept until SSL_write takes it */
-    size_t rec_len;
+    /* The records being written, ET_RECORD_MAX apart: rec_n built, rec_i the next to write
+     * (kept until SSL_write takes it: rec_tried once it returned WANT_WRITE). Control frames
+     * queued meanwhile go into the slot before rec_i, ahead of the records not yet tried. */
+    uint8_t rec[ET_RECORD_MAX * ET_REC_BATCH];
+    uint16_t rec_lens[ET_REC_BATCH];
+    uint8_t rec_n, rec_i;
+    bool rec_tried;
     et_stream_list ready; /* streams with local bytes to send and credit */
     unsigned nstreams;
 
@@ -472,6 +478,15 @@ void et_stream_connected(et_stream *s, bool ok);
  * the record builder for the head of the ready list, which it takes |s| off (and puts back at
  * the tail while |s| still has bytes and credit). */
 size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room);
+
+/* et_stream_pull_records fills up to |max| (<= ET_REC_BATCH) records at |base|, |stride| apart,
+ * with |s|'s next bytes in one readv(): a full-size DATA frame per record (only the last may be
+ * shorter), each record's length in |lens|. Where that does not apply (an HTTP head still to
+ * send, frames smaller than a record, little credit, EOF) it is one et_stream_pull into the
+ * first record. Returns the records filled. The record builder calls it for the only stream
+ * on the ready list, like et_stream_pull. */
+unsigned et_stream_pull_records(et_stream *s, uint8_t *base, size_t stride, unsigned max,
+                                uint16_t *lens);
 
 /* et_stream_update_ready puts |s| on (or takes it off) its socket's ready list. */
 void et_stream_update_ready(et_stream *s);

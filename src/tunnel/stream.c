@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "et/logf.h"
@@ -348,6 +349,60 @@ size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room)
     }
     et_stream_cancel(s, gone_reason(s));
     return 0;
+}
+
+unsigned et_stream_pull_records(et_stream *s, uint8_t *base, size_t stride, unsigned max,
+                                uint16_t *lens)
+{
+    /* Full-size frames only (one frame fills one record), bytes from the fd only (not an HTTP
+     * head), and credit for more than one record: otherwise a single ordinary pull. */
+    if (max > ET_REC_BATCH || stride != ET_RECORD_MAX || s->closed || s->pend != NULL ||
+        s->ts->peer_max_frame < ET_DATA_CHUNK || s->send_credit < 2 * (int64_t)ET_DATA_CHUNK) {
+        size_t n = et_stream_pull(s, base, stride);
+        lens[0] = (uint16_t)n;
+        return n > 0 ? 1 : 0;
+    }
+    ready_remove(s);
+    size_t want = (size_t)s->send_credit < max * (size_t)ET_DATA_CHUNK ? (size_t)s->send_credit
+                                                                       : max * ET_DATA_CHUNK;
+    struct iovec iov[ET_REC_BATCH];
+    unsigned k = 0;
+    for (size_t left = want; left > 0; k++) {
+        size_t part = left < ET_DATA_CHUNK ? left : ET_DATA_CHUNK;
+        iov[k] = (struct iovec){base + k * stride + ET_FRAME_HEADER_LEN, part};
+        left -= part;
+    }
+    ssize_t n = readv(s->fd, iov, (int)k);
+    if (n <= 0) {
+        /* EOF, EAGAIN or an error: the ordinary pull sees the same again and handles it. */
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            et_stream_cancel(s, gone_reason(s));
+            return 0;
+        }
+        if (n < 0 && errno != EINTR) {
+            s->local_readable = false;
+            return 0;
+        }
+        size_t m = et_stream_pull(s, base, stride);
+        lens[0] = (uint16_t)m;
+        return m > 0 ? 1 : 0;
+    }
+    unsigned recs = 0;
+    for (size_t left = (size_t)n; left > 0; recs++) {
+        size_t part = left < ET_DATA_CHUNK ? left : ET_DATA_CHUNK;
+        et_frame h = {(uint32_t)part, s->uc, s->sid, ET_A_DATA, 0, NULL};
+        et_frame_header_encode(base + recs * stride, &h);
+        lens[recs] = (uint16_t)(ET_FRAME_HEADER_LEN + part);
+        left -= part;
+    }
+    s->send_credit -= n;
+    s->last_sent_ns = et_reactor_now(s->w->r);
+    ET_COUNT_N(s->w->eng->stats.bytes_to_peer, (uint64_t)n);
+    ET_COUNT_N(s->sess->bytes_to_peer, (uint64_t)n);
+    if ((size_t)n < want && !s->local_rdhup)
+        s->local_readable = false; /* drained for now: the next edge says when */
+    et_stream_update_ready(s);
+    return recs;
 }
 
 void et_stream_on_window(et_stream *s, uint32_t inc)

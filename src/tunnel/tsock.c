@@ -283,9 +283,9 @@ int et_tsock_queue(et_tsock *ts, const et_frame *h, const et_msg *m)
     return ET_OK;
 }
 
-/* build_record fills ts->rec: whole control frames first, then DATA from ready streams in
- * round-robin order, at most one record (ET_RECORD_MAX bytes). */
-static void build_record(et_tsock *ts)
+/* pack_control copies whole queued control frames into |dst| (at most one record) and takes
+ * them off the queue; returns the bytes copied. */
+static size_t pack_control(et_tsock *ts, uint8_t *dst)
 {
     size_t len = 0;
     size_t off = 0;
@@ -297,7 +297,7 @@ static void build_record(et_tsock *ts)
             break;
         if (flen > ET_RECORD_MAX)
             abort(); /* no control frame is larger than a record (frame.h caps) */
-        memcpy(ts->rec + len, ts->ctrl + off, flen);
+        memcpy(dst + len, ts->ctrl + off, flen);
         len += flen;
         off += flen;
     }
@@ -305,22 +305,51 @@ static void build_record(et_tsock *ts)
         memmove(ts->ctrl, ts->ctrl + off, ts->ctrl_len - off);
         ts->ctrl_len -= off;
     }
+    return len;
+}
+
+/* build_records fills ts->rec: whole control frames first, then DATA from ready streams in
+ * round-robin order, in one record; or, when one stream alone is ready and no control frame
+ * waits, up to ET_REC_BATCH records of it from one read of its socket. */
+static void build_records(et_tsock *ts)
+{
+    ts->rec_i = 0;
+    ts->rec_n = 0;
+    ts->rec_tried = false;
+    size_t len = pack_control(ts, ts->rec);
     if (ts->state >= ET_TS_READY && ts->ctrl_len == 0) {
         /* DATA only once every control frame is out: a stream's OPEN (queued there) must go
-         * before its first DATA, and control frames go first anyway.
-         * Each stream gets one turn per pass; one that still has bytes and credit goes back to
+         * before its first DATA, and control frames go first anyway. */
+        et_stream *only = ts->ready.head;
+        if (len == 0 && only != NULL && only == ts->ready.tail) {
+            /* One stream (a bulk transfer): several records from one readv() of its socket,
+             * written one record per SSL_write; control frames queued meanwhile still go
+             * ahead of those not yet written (flush_records). */
+            unsigned k =
+                et_stream_pull_records(only, ts->rec, ET_RECORD_MAX, ET_REC_BATCH, ts->rec_lens);
+            if (ts->state == ET_TS_CLOSED)
+                return;
+            if (k > 0) {
+                ts->rec_n = (uint8_t)k;
+                return;
+            }
+        }
+        /* Each stream gets one turn per pass; one that still has bytes and credit goes back to
          * the tail, so streams share records fairly. */
         unsigned turns = 0;
         while (ts->ready.head != NULL && len + ET_FRAME_HEADER_LEN < ET_RECORD_MAX &&
                turns++ < 1024) {
-            et_stream *s = ts->ready.head;
-            size_t n = et_stream_pull(s, ts->rec + len, ET_RECORD_MAX - len);
+            et_stream *st = ts->ready.head;
+            size_t n = et_stream_pull(st, ts->rec + len, ET_RECORD_MAX - len);
             len += n;
             if (ts->state == ET_TS_CLOSED)
                 return;
         }
     }
-    ts->rec_len = len;
+    if (len > 0) {
+        ts->rec_lens[0] = (uint16_t)len;
+        ts->rec_n = 1;
+    }
 }
 
 void et_tsock_flush(et_tsock *ts)
@@ -342,23 +371,34 @@ void et_tsock_flush(et_tsock *ts)
 static void flush_records(et_tsock *ts)
 {
     while (ts->writable) {
-        if (ts->rec_len == 0)
-            build_record(ts);
-        if (ts->state == ET_TS_CLOSED || ts->rec_len == 0)
-            return;
+        if (ts->rec_i == ts->rec_n) {
+            build_records(ts);
+            if (ts->state == ET_TS_CLOSED || ts->rec_n == 0)
+                return;
+        } else if (ts->ctrl_len > 0 && ts->rec_i > 0 && !ts->rec_tried) {
+            /* Control frames overtake the built records not yet handed to SSL_write: into the
+             * slot just written, which goes next. */
+            ts->rec_i--;
+            ts->rec_lens[ts->rec_i] =
+                (uint16_t)pack_control(ts, ts->rec + ts->rec_i * ET_RECORD_MAX);
+        }
         ERR_clear_error();
-        int n = SSL_write(ts->ssl, ts->rec, (int)ts->rec_len);
+        int n = SSL_write(ts->ssl, ts->rec + ts->rec_i * ET_RECORD_MAX, ts->rec_lens[ts->rec_i]);
         if (n > 0) {
-            ts->rec_len = 0;
+            ts->rec_i++;
+            ts->rec_tried = false;
             continue;
         }
         int e = SSL_get_error(ts->ssl, n);
         if (e == SSL_ERROR_WANT_WRITE) {
+            ts->rec_tried = true;
             ts->writable = false;
             return;
         }
-        if (e == SSL_ERROR_WANT_READ)
+        if (e == SSL_ERROR_WANT_READ) {
+            ts->rec_tried = true;
             return; /* resumes when readable (TLS 1.3 key update) */
+        }
         char buf[256];
         et_logf(ET_LOG_WARN, "tls_write_failed", "socket=%u err=%d detail=\"%s\"", ts->id, e,
                 et_tls_err_string(buf, sizeof(buf)));
