@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <openssl/base.h>
 
@@ -36,6 +37,7 @@
 
 #define ET_RECORD_MAX     16384u /* plaintext bytes per SSL_write: one TLS record */
 #define ET_REC_BATCH      4u     /* records one stream may fill with one read of its local socket */
+#define ET_GATHER_MAX     8u     /* DATA frames of one stream written to its local socket at once */
 #define ET_CTRL_QUEUE_MAX (1u << 20) /* queued control bytes before a socket is dropped */
 #define ET_TOMBSTONE_NS   (10ull * 1000000000ull)
 #define ET_HANDSHAKE_NS   (10ull * 1000000000ull)
@@ -340,6 +342,12 @@ struct et_tsock {
     uint8_t rec_n, rec_i;
     bool rec_tried;
     et_stream_list ready; /* streams with local bytes to send and credit */
+    /* Consecutive DATA frames of one stream in one read pass, written to its local socket
+     * together by one sendmsg (et_stream_on_data): views into rd, written before the pass
+     * ends (et_stream_gather_flush) and dropped if the stream goes first. */
+    et_stream *gather_s;
+    struct iovec gather[ET_GATHER_MAX];
+    unsigned gather_n;
     unsigned nstreams;
 
     et_task flush_task;
@@ -469,6 +477,11 @@ ET_MUST_USE int et_stream_prepend_local(et_stream *s, const uint8_t *p, size_t n
 void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n, bool more);
 void et_stream_on_end(et_stream *s);
 void et_stream_on_window(et_stream *s, uint32_t inc);
+
+/* et_stream_gather_flush writes the DATA that et_stream_on_data gathered on |ts| (its views
+ * into the frame reader) to the stream's local socket; the read pass calls it before the reader
+ * can move its bytes. */
+void et_stream_gather_flush(et_tsock *ts);
 
 /* et_stream_connected is called by the origin when its local connect finished (ok or not). */
 void et_stream_connected(et_stream *s, bool ok);

@@ -26,6 +26,7 @@ struct et_chunk {
 };
 
 static void stream_on_event(et_reactor *r, et_io *io, uint32_t events);
+static bool enqueue(et_stream *s, const uint8_t *p, size_t n);
 
 static void free_task_fn(et_reactor *r, et_task *t)
 {
@@ -195,6 +196,10 @@ static void teardown(et_stream *s, bool reset)
         return;
     s->closed = true;
     ready_remove(s);
+    if (s->ts->gather_s == s) {
+        s->ts->gather_n = 0; /* views of bytes that will not be written now */
+        s->ts->gather_s = NULL;
+    }
     et_timer_cancel(s->w->r, &s->origin_timer);
     /* The registry first: from then on the control worker leaves the fd alone. */
     et_registry_close(s);
@@ -448,6 +453,39 @@ static ssize_t local_write(et_stream *s, const uint8_t *p, size_t n, bool more)
     return -1;
 }
 
+/* write_gathered writes received DATA |iov|[0..cnt) to the local socket with one sendmsg and
+ * queues what it did not take, in order. */
+static void write_gathered(et_stream *s, const struct iovec *iov, unsigned cnt, bool more)
+{
+    size_t total = 0;
+    for (unsigned i = 0; i < cnt; i++)
+        total += iov[i].iov_len;
+    struct msghdr mh = {.msg_iov = (struct iovec *)(uintptr_t)iov, .msg_iovlen = cnt};
+    ssize_t w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            et_stream_cancel(s, gone_reason(s));
+            return;
+        }
+        w = 0;
+    }
+    if ((size_t)w < total)
+        s->local_writable = false;
+    consumed(s, (size_t)w);
+    size_t skip = (size_t)w;
+    for (unsigned i = 0; i < cnt && !s->closed; i++) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        if (!enqueue(s, (const uint8_t *)iov[i].iov_base + skip, iov[i].iov_len - skip)) {
+            et_stream_cancel(s, ET_CR_LIMIT);
+            return;
+        }
+        skip = 0;
+    }
+}
+
 static void shut_local_write(et_stream *s)
 {
     if (s->shut_wr_done || s->rq_head != NULL || s->connecting || s->closed)
@@ -546,16 +584,39 @@ void et_stream_on_data(et_stream *s, const uint8_t *p, size_t n, bool more)
         return;
     }
     s->recv_limit -= (uint32_t)n;
-    size_t done = 0;
-    if (s->rq_head == NULL && s->local_writable && !s->connecting) {
-        ssize_t w = local_write(s, p, n, more);
-        if (w < 0)
+    et_tsock *ts = s->ts;
+    bool direct = s->rq_head == NULL && s->local_writable && !s->connecting;
+    if (ts->gather_n > 0 && (ts->gather_s != s || !direct)) {
+        et_stream_gather_flush(ts); /* not expected: |more| promised this frame to the run */
+        if (s->closed)
             return;
-        done = (size_t)w;
-        consumed(s, done);
+        direct = s->rq_head == NULL && s->local_writable && !s->connecting;
     }
-    if (done < n && !enqueue(s, p + done, n - done))
-        et_stream_cancel(s, ET_CR_LIMIT);
+    if (!direct) {
+        if (!enqueue(s, p, n))
+            et_stream_cancel(s, ET_CR_LIMIT);
+        return;
+    }
+    /* Straight to the local socket, the frames of one run together: the next frame is DATA of
+     * this stream too (|more|), so this one waits for it, up to ET_GATHER_MAX at once. */
+    ts->gather_s = s;
+    ts->gather[ts->gather_n++] = (struct iovec){(void *)(uintptr_t)p, n};
+    if (more && ts->gather_n < ET_GATHER_MAX)
+        return;
+    unsigned cnt = ts->gather_n;
+    ts->gather_n = 0;
+    ts->gather_s = NULL;
+    write_gathered(s, ts->gather, cnt, more);
+}
+
+void et_stream_gather_flush(et_tsock *ts)
+{
+    et_stream *s = ts->gather_s;
+    unsigned cnt = ts->gather_n;
+    ts->gather_n = 0;
+    ts->gather_s = NULL;
+    if (cnt > 0 && s != NULL && !s->closed)
+        write_gathered(s, ts->gather, cnt, false);
 }
 
 void et_stream_on_end(et_stream *s)

@@ -579,9 +579,13 @@ static bool read_frames(et_tsock *ts)
     for (;;) {
         et_frame f;
         int rv = et_frame_reader_next(&ts->rd, &f);
-        if (rv == ET_FRAME_NEED_MORE)
-            return true;
+        if (rv == ET_FRAME_NEED_MORE) {
+            et_stream_gather_flush(ts); /* before the reader moves the bytes it points at */
+            return ts->state != ET_TS_CLOSED && !ts->moving;
+        }
         uint16_t code = rv < 0 ? et_err_detail(rv) : dispatch(ts, &f);
+        if (ts->state != ET_TS_CLOSED && (ts->moving || code != ET_WE_NONE))
+            et_stream_gather_flush(ts);
         if (ts->state == ET_TS_CLOSED || ts->moving)
             return false;
         if (code != ET_WE_NONE) {
