@@ -192,6 +192,8 @@ bench-deps:
 
 bench-core: bench-deps
 	$(Q)$(BENCH_PY) bench/core.py | tee bench/out/core.jsonl
+	$(Q)$(MAKE) --no-print-directory CC=gcc STATIC=1 all
+	$(Q)$(BENCH_PY) bench/core.py --build build/gcc-static --only memory | tee -a bench/out/core.jsonl
 
 bench-ssh: bench-deps
 	$(Q)$(BENCH_PY) bench/sshpeer.py | tee bench/out/sshpeer.jsonl

@@ -340,12 +340,12 @@ def bench_memory(build, tmp, streams):
     pub, svc = T.free_ports(2)
     s = Setup(build, tmp / "mem", {pub: svc})
     try:
-        memory_run(s, pub, svc, streams)
+        memory_run(s, pub, svc, streams, pathlib.Path(build).name)
     finally:
         s.stop()
 
 
-def memory_run(s, pub, svc, streams):
+def memory_run(s, pub, svc, streams, build_name=None):
     e_pid, o_pid = s.pids()
     # The service side lives in its own process (bench/hold.py), so this one holds only the
     # public clients' descriptors.
@@ -359,7 +359,8 @@ def memory_run(s, pub, svc, streams):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         time.sleep(0.5)
         e0, o0 = rss_bytes(e_pid), rss_bytes(o_pid)
-        emit(bench="memory_idle", edged=mem_kinds(e_pid), originctl=mem_kinds(o_pid))
+        emit(bench="memory_idle", build=build_name, edged=mem_kinds(e_pid),
+             originctl=mem_kinds(o_pid))
         for _ in range(streams):
             c = socket.create_connection(("127.0.0.1", pub), timeout=10)
             c.sendall(b"x")  # one byte, so the stream is opened and carried end to end
@@ -374,7 +375,7 @@ def memory_run(s, pub, svc, streams):
         assert held >= streams, f"only {held} of {streams} streams reached the service"
         time.sleep(1.0)
         e1, o1 = rss_bytes(e_pid), rss_bytes(o_pid)
-        emit(bench="memory", streams=streams, edged_rss_idle=e0, originctl_rss_idle=o0,
+        emit(bench="memory", build=build_name, streams=streams, edged_rss_idle=e0, originctl_rss_idle=o0,
              edged_rss_open=e1, originctl_rss_open=o1,
              edged_bytes_per_stream=round((e1 - e0) / streams),
              originctl_bytes_per_stream=round((o1 - o0) / streams))

@@ -226,7 +226,8 @@ static const struct option opts[] = {
 static int load(int argc, char **argv, settings *st)
 {
     static et_cli_args args; /* the --config file's settings, then the command line */
-    memset(&args, 0, sizeof(args));
+    /* No memset: et_cli_args_load sets what it uses, and zeroing the whole (mostly unused)
+     * buffer would make all of its pages resident. */
     if (et_cli_args_load(&args, argc, argv, opts) < 0) {
         fprintf(stderr, "edged: %s\n", args.err);
         return 2;

@@ -337,7 +337,7 @@ struct et_tsock {
     /* The records being written, ET_RECORD_MAX apart: rec_n built, rec_i the next to write
      * (kept until SSL_write takes it: rec_tried once it returned WANT_WRITE). Control frames
      * queued meanwhile go into the slot before rec_i, ahead of the records not yet tried. */
-    uint8_t rec[ET_RECORD_MAX * ET_REC_BATCH];
+    uint8_t *rec; /* owned: ET_REC_BATCH * ET_RECORD_MAX bytes */
     uint16_t rec_lens[ET_REC_BATCH];
     uint8_t rec_n, rec_i;
     bool rec_tried;

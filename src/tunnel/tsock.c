@@ -126,8 +126,11 @@ et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role)
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
         et_addr_format((struct sockaddr *)&ss, ts->peer, sizeof(ts->peer));
 
+    /* malloc, not calloc: the pages of records a socket never fills stay untouched (an idle
+     * socket writes small control records into the first one only). */
+    ts->rec = malloc(ET_RECORD_MAX * ET_REC_BATCH);
     ts->ssl = SSL_new(atomic_load_explicit(&w->eng->ssl_ctx, memory_order_acquire));
-    if (ts->ssl == NULL || et_tls_set_fd(ts->ssl, fd, TLS_READ_SIZE) < 0 ||
+    if (ts->rec == NULL || ts->ssl == NULL || et_tls_set_fd(ts->ssl, fd, TLS_READ_SIZE) < 0 ||
         et_frame_reader_init(&ts->rd, ET_FRAME_MAX_DEFAULT, READ_SIZE) < 0 ||
         et_sock_set_nodelay(fd) < 0)
         goto err;
@@ -150,6 +153,7 @@ err:
     SSL_free(ts->ssl);
     et_frame_reader_cleanup(&ts->rd);
     close(fd);
+    free(ts->rec);
     free(ts);
     return NULL;
 }
@@ -165,6 +169,7 @@ void et_tsock_unref(et_tsock *ts)
         return;
     /* Closed on its worker before the worker's reference went; only memory is left. */
     free(ts->ctrl);
+    free(ts->rec);
     free(ts);
 }
 
