@@ -69,12 +69,13 @@ typedef struct et_stats {
     _Atomic uint64_t cancels_recv_control, cancels_recv_data;
     _Atomic uint64_t cancel_acks, late_frames_dropped, opens_refused_tombstone;
     _Atomic uint64_t public_refused, inbox_full;
-    _Atomic uint64_t limit_streams;         /* streams refused: the session's --max-streams */
-    _Atomic uint64_t limit_client_conns;    /* public connections refused: --max-client-conns */
-    _Atomic uint64_t limit_tunnels;         /* sessions refused: --max-tunnels */
-    _Atomic uint64_t rate_limited;          /* public connections refused: the tunnel's rate */
-    _Atomic uint64_t idle_closed;           /* streams ended by --idle-timeout */
-    _Atomic uint64_t route_waits;           /* edge: requests held for a session (route wait) */
+    _Atomic uint64_t limit_streams;      /* streams refused: the session's --max-streams */
+    _Atomic uint64_t limit_client_conns; /* public connections refused: --max-client-conns */
+    _Atomic uint64_t limit_tunnels;      /* sessions refused: --max-tunnels */
+    _Atomic uint64_t rate_limited;       /* public connections refused: the tunnel's rate */
+    _Atomic uint64_t idle_closed;        /* streams ended by --idle-timeout */
+    _Atomic uint64_t route_waits;        /* edge: requests held for a session (route wait) */
+    _Atomic uint64_t ctrl_overtakes;     /* control records written ahead of built DATA records */
     _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];

@@ -384,6 +384,7 @@ static void flush_records(et_tsock *ts)
             /* Control frames overtake the built records not yet handed to SSL_write: into the
              * slot just written, which goes next. */
             ts->rec_i--;
+            ET_COUNT(ts->w->eng->stats.ctrl_overtakes);
             ts->rec_lens[ts->rec_i] =
                 (uint16_t)pack_control(ts, ts->rec + ts->rec_i * ET_RECORD_MAX);
         }
