@@ -69,13 +69,13 @@ typedef struct et_stats {
     _Atomic uint64_t cancels_recv_control, cancels_recv_data;
     _Atomic uint64_t cancel_acks, late_frames_dropped, opens_refused_tombstone;
     _Atomic uint64_t public_refused, inbox_full;
-    _Atomic uint64_t limit_streams;      /* streams refused: the session's --max-streams */
-    _Atomic uint64_t limit_client_conns; /* public connections refused: --max-client-conns */
-    _Atomic uint64_t limit_tunnels;      /* sessions refused: --max-tunnels */
-    _Atomic uint64_t rate_limited;       /* public connections refused: the tunnel's rate */
-    _Atomic uint64_t idle_closed;        /* streams ended by --idle-timeout */
-    _Atomic uint64_t route_waits;        /* edge: requests held for a session (route wait) */
-    _Atomic uint64_t ctrl_overtakes;     /* control records written ahead of built DATA records */
+    _Atomic uint64_t limit_streams;         /* streams refused: the session's --max-streams */
+    _Atomic uint64_t limit_client_conns;    /* public connections refused: --max-client-conns */
+    _Atomic uint64_t limit_tunnels;         /* sessions refused: --max-tunnels */
+    _Atomic uint64_t rate_limited;          /* public connections refused: the tunnel's rate */
+    _Atomic uint64_t idle_closed;           /* streams ended by --idle-timeout */
+    _Atomic uint64_t route_waits;           /* edge: requests held for a session (route wait) */
+    _Atomic uint64_t record_overtakes;      /* records sent ahead of built DATA (tsock.c) */
     _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];
@@ -337,11 +337,13 @@ struct et_tsock {
     size_t ctrl_len, ctrl_cap;
     /* The records being written, ET_RECORD_MAX apart: rec_n built, rec_i the next to write
      * (kept until SSL_write takes it: rec_tried once it returned WANT_WRITE). Control frames
-     * queued meanwhile go into the slot before rec_i, ahead of the records not yet tried. */
+     * queued meanwhile, and DATA of other streams, go into the slot before rec_i, ahead of the
+     * records not yet tried (never DATA of batch_s itself, which would overtake its own). */
     uint8_t *rec; /* owned: ET_REC_BATCH * ET_RECORD_MAX bytes */
     uint16_t rec_lens[ET_REC_BATCH];
     uint8_t rec_n, rec_i;
     bool rec_tried;
+    et_stream *batch_s;   /* the stream whose DATA fills the built records, or NULL */
     et_stream_list ready; /* streams with local bytes to send and credit */
     /* Consecutive DATA frames of one stream in one read pass, written to its local socket
      * together by one sendmsg (et_stream_on_data): views into rd, written before the pass
@@ -501,6 +503,9 @@ size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room);
  * on the ready list, like et_stream_pull. */
 unsigned et_stream_pull_records(et_stream *s, uint8_t *base, size_t stride, unsigned max,
                                 uint16_t *lens);
+
+/* et_stream_ready_park takes |s| off its socket's ready list until et_stream_update_ready. */
+void et_stream_ready_park(et_stream *s);
 
 /* et_stream_update_ready puts |s| on (or takes it off) its socket's ready list. */
 void et_stream_update_ready(et_stream *s);

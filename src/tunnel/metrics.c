@@ -153,9 +153,10 @@ void et_metrics_write(et_engine *eng, et_strbuf *b)
     head(b, "edgetunnel_streams_idle_closed_total", "counter",
          "Streams ended because they moved no byte for --idle-timeout.");
     et_strbuf_printf(b, "edgetunnel_streams_idle_closed_total %llu\n", LOAD(s->idle_closed));
-    head(b, "edgetunnel_ctrl_overtakes_total", "counter",
-         "Control records written ahead of DATA records already built for a data socket.");
-    et_strbuf_printf(b, "edgetunnel_ctrl_overtakes_total %llu\n", LOAD(s->ctrl_overtakes));
+    head(b, "edgetunnel_record_overtakes_total", "counter",
+         "Records (control frames, other streams' DATA) written ahead of a bulk stream's DATA "
+         "records already built.");
+    et_strbuf_printf(b, "edgetunnel_record_overtakes_total %llu\n", LOAD(s->record_overtakes));
     head(b, "edgetunnel_route_waits_total", "counter",
          "Public requests held until a session served their host (--route-wait).");
     et_strbuf_printf(b, "edgetunnel_route_waits_total %llu\n", LOAD(s->route_waits));

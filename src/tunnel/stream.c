@@ -158,6 +158,11 @@ static void ready_append(et_stream *s)
     s->in_ready = true;
 }
 
+void et_stream_ready_park(et_stream *s)
+{
+    ready_remove(s);
+}
+
 void et_stream_update_ready(et_stream *s)
 {
     uint8_t st = s->ts->state;
@@ -200,6 +205,8 @@ static void teardown(et_stream *s, bool reset)
         s->ts->gather_n = 0; /* views of bytes that will not be written now */
         s->ts->gather_s = NULL;
     }
+    if (s->ts->batch_s == s)
+        s->ts->batch_s = NULL; /* its built records still go: the peer drops them as late */
     et_timer_cancel(s->w->r, &s->origin_timer);
     /* The registry first: from then on the control worker leaves the fd alone. */
     et_registry_close(s);

@@ -313,48 +313,67 @@ static size_t pack_control(et_tsock *ts, uint8_t *dst)
     return len;
 }
 
-/* build_records fills ts->rec: whole control frames first, then DATA from ready streams in
- * round-robin order, in one record; or, when one stream alone is ready and no control frame
- * waits, up to ET_REC_BATCH records of it from one read of its socket. */
+/* build_mixed fills one record at |dst|: whole control frames first, then DATA from ready
+ * streams in round-robin order, none from |skip| (whose earlier DATA is built and not yet
+ * written). Returns its length. */
+static size_t build_mixed(et_tsock *ts, uint8_t *dst, et_stream *skip)
+{
+    size_t len = pack_control(ts, dst);
+    if (ts->state < ET_TS_READY || ts->ctrl_len > 0)
+        return len; /* DATA only once every control frame is out: a stream's OPEN (queued
+                     * there) must go before its first DATA, and control frames go first */
+    bool parked = skip != NULL && skip->in_ready;
+    if (parked)
+        et_stream_ready_park(skip);
+    /* Each stream gets one turn per pass; one that still has bytes and credit goes back to
+     * the tail, so streams share records fairly. */
+    unsigned turns = 0;
+    while (ts->ready.head != NULL && len + ET_FRAME_HEADER_LEN < ET_RECORD_MAX && turns++ < 1024) {
+        size_t n = et_stream_pull(ts->ready.head, dst + len, ET_RECORD_MAX - len);
+        len += n;
+        if (ts->state == ET_TS_CLOSED)
+            return len;
+    }
+    if (parked && ts->batch_s == skip) /* still open */
+        et_stream_update_ready(skip);
+    return len;
+}
+
+/* build_records fills ts->rec: one record (build_mixed); or, when one stream alone is ready
+ * and no control frame waits, up to ET_REC_BATCH records of it from one read of its socket. */
 static void build_records(et_tsock *ts)
 {
     ts->rec_i = 0;
     ts->rec_n = 0;
     ts->rec_tried = false;
-    size_t len = pack_control(ts, ts->rec);
-    if (ts->state >= ET_TS_READY && ts->ctrl_len == 0) {
-        /* DATA only once every control frame is out: a stream's OPEN (queued there) must go
-         * before its first DATA, and control frames go first anyway. */
-        et_stream *only = ts->ready.head;
-        if (len == 0 && only != NULL && only == ts->ready.tail) {
-            /* One stream (a bulk transfer): several records from one readv() of its socket,
-             * written one record per SSL_write; control frames queued meanwhile still go
-             * ahead of those not yet written (flush_records). */
-            unsigned k =
-                et_stream_pull_records(only, ts->rec, ET_RECORD_MAX, ET_REC_BATCH, ts->rec_lens);
-            if (ts->state == ET_TS_CLOSED)
-                return;
-            if (k > 0) {
-                ts->rec_n = (uint8_t)k;
-                return;
-            }
-        }
-        /* Each stream gets one turn per pass; one that still has bytes and credit goes back to
-         * the tail, so streams share records fairly. */
-        unsigned turns = 0;
-        while (ts->ready.head != NULL && len + ET_FRAME_HEADER_LEN < ET_RECORD_MAX &&
-               turns++ < 1024) {
-            et_stream *st = ts->ready.head;
-            size_t n = et_stream_pull(st, ts->rec + len, ET_RECORD_MAX - len);
-            len += n;
-            if (ts->state == ET_TS_CLOSED)
-                return;
+    ts->batch_s = NULL;
+    et_stream *only = ts->ready.head;
+    if (ts->state >= ET_TS_READY && ts->ctrl_len == 0 && only != NULL && only == ts->ready.tail) {
+        /* One stream (a bulk transfer): several records from one readv() of its socket,
+         * written one record per SSL_write; control frames and other streams' DATA that come
+         * meanwhile still go ahead of those not yet written (flush_records). */
+        unsigned k =
+            et_stream_pull_records(only, ts->rec, ET_RECORD_MAX, ET_REC_BATCH, ts->rec_lens);
+        if (ts->state == ET_TS_CLOSED)
+            return;
+        if (k > 0) {
+            ts->rec_n = (uint8_t)k;
+            ts->batch_s = k > 1 && !only->closed ? only : NULL;
+            return;
         }
     }
-    if (len > 0) {
+    size_t len = build_mixed(ts, ts->rec, NULL);
+    if (ts->state != ET_TS_CLOSED && len > 0) {
         ts->rec_lens[0] = (uint16_t)len;
         ts->rec_n = 1;
     }
+}
+
+/* others_ready: something besides the built records' own stream could go now. */
+static bool others_ready(const et_tsock *ts)
+{
+    const et_stream *h = ts->ready.head;
+    return ts->ctrl_len > 0 || (h != NULL && (h != ts->batch_s || h != ts->ready.tail));
 }
 
 void et_tsock_flush(et_tsock *ts)
@@ -380,13 +399,17 @@ static void flush_records(et_tsock *ts)
             build_records(ts);
             if (ts->state == ET_TS_CLOSED || ts->rec_n == 0)
                 return;
-        } else if (ts->ctrl_len > 0 && ts->rec_i > 0 && !ts->rec_tried) {
-            /* Control frames overtake the built records not yet handed to SSL_write: into the
-             * slot just written, which goes next. */
-            ts->rec_i--;
-            ET_COUNT(ts->w->eng->stats.ctrl_overtakes);
-            ts->rec_lens[ts->rec_i] =
-                (uint16_t)pack_control(ts, ts->rec + ts->rec_i * ET_RECORD_MAX);
+        } else if (ts->rec_i > 0 && !ts->rec_tried && others_ready(ts)) {
+            /* Control frames and other streams' DATA overtake the built records not yet handed
+             * to SSL_write: into the slot just written, which goes next. */
+            size_t len = build_mixed(ts, ts->rec + (ts->rec_i - 1) * ET_RECORD_MAX, ts->batch_s);
+            if (ts->state == ET_TS_CLOSED)
+                return;
+            if (len > 0) {
+                ts->rec_i--;
+                ts->rec_lens[ts->rec_i] = (uint16_t)len;
+                ET_COUNT(ts->w->eng->stats.record_overtakes);
+            }
         }
         ERR_clear_error();
         int n = SSL_write(ts->ssl, ts->rec + ts->rec_i * ET_RECORD_MAX, ts->rec_lens[ts->rec_i]);
