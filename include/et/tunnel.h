@@ -343,6 +343,8 @@ struct et_tsock {
     uint16_t rec_lens[ET_REC_BATCH];
     uint8_t rec_n, rec_i;
     bool rec_tried;
+    uint8_t rec_batch;    /* bit i: slot i holds DATA of batch_s */
+    bool data_overtook;   /* other DATA overtook since batch_s's last record: next, batch_s */
     et_stream *batch_s;   /* the stream whose DATA fills the built records, or NULL */
     et_stream_list ready; /* streams with local bytes to send and credit */
     /* Consecutive DATA frames of one stream in one read pass, written to its local socket
@@ -397,6 +399,10 @@ void et_tsock_schedule_flush(et_tsock *ts);
 /* et_tsock_goaway queues GOAWAY (code 0, |drain_ms|, |text|) on |ts| when it is ready or
  * draining; the socket itself carries on (spec §5.12). */
 void et_tsock_goaway(et_tsock *ts, uint32_t drain_ms, const char *text);
+
+/* et_tsock_drop_built drops the built records of |ts| not yet handed to SSL_write that hold
+ * DATA of |s| (every such record when |s| is NULL, for a socket's last word). */
+void et_tsock_drop_built(et_tsock *ts, et_stream *s);
 
 /* et_tsock_set_ready marks the handshake done: READY state, the reader limit set to what we
  * announced, the handshake timer stopped. */

@@ -206,7 +206,7 @@ static void teardown(et_stream *s, bool reset)
         s->ts->gather_s = NULL;
     }
     if (s->ts->batch_s == s)
-        s->ts->batch_s = NULL; /* its built records still go: the peer drops them as late */
+        et_tsock_drop_built(s->ts, s); /* spec §7.3: nothing more of it after its CANCEL */
     et_timer_cancel(s->w->r, &s->origin_timer);
     /* The registry first: from then on the control worker leaves the fd alone. */
     et_registry_close(s);

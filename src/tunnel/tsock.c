@@ -193,6 +193,7 @@ void et_tsock_close(et_tsock *ts, uint16_t code, const char *why)
             m.error.text.n = ET_TEXT_MAX;
         ts->ready.head = ts->ready.tail = NULL; /* no more DATA ahead of it */
         ts->ctrl_len = 0;                       /* nor anything else: it is the last word */
+        et_tsock_drop_built(ts, NULL);
         ts->failed = false;
         if (et_tsock_queue(ts, &h, &m) == ET_OK) {
             ts->writable = true;
@@ -313,13 +314,35 @@ static size_t pack_control(et_tsock *ts, uint8_t *dst)
     return len;
 }
 
-/* build_mixed fills one record at |dst|: whole control frames first, then DATA from ready
- * streams in round-robin order, none from |skip| (whose earlier DATA is built and not yet
- * written). Returns its length. */
-static size_t build_mixed(et_tsock *ts, uint8_t *dst, et_stream *skip)
+void et_tsock_drop_built(et_tsock *ts, et_stream *s)
+{
+    /* The record SSL_write already tried must go as it is; past it, a batch's records. */
+    unsigned keep = ts->rec_i + (ts->rec_tried ? 1u : 0u);
+    if (s == NULL) {
+        if (keep < ts->rec_n)
+            ts->rec_n = (uint8_t)keep;
+    } else if (s == ts->batch_s) {
+        unsigned n = keep;
+        while (n < ts->rec_n && !(ts->rec_batch & (1u << n)))
+            n++; /* an overtaking record not yet tried: not |s|'s, it goes */
+        if (n < ts->rec_n)
+            ts->rec_n = (uint8_t)n; /* the batch slots are the last ones */
+    }
+    if (s == NULL || s == ts->batch_s) {
+        ts->batch_s = NULL;
+        ts->rec_batch = 0;
+    }
+}
+
+/* build_mixed fills one record at |dst|: whole control frames first, then (with |data|) DATA
+ * from ready streams in round-robin order, none from |skip| (whose earlier DATA is built and not
+ * yet written). Returns its length; |*took_data| says whether it holds DATA. */
+static size_t build_mixed(et_tsock *ts, uint8_t *dst, et_stream *skip, bool data, bool *took_data)
 {
     size_t len = pack_control(ts, dst);
-    if (ts->state < ET_TS_READY || ts->ctrl_len > 0)
+    size_t ctrl = len;
+    *took_data = false;
+    if (!data || ts->state < ET_TS_READY || ts->ctrl_len > 0)
         return len; /* DATA only once every control frame is out: a stream's OPEN (queued
                      * there) must go before its first DATA, and control frames go first */
     bool parked = skip != NULL && skip->in_ready;
@@ -332,10 +355,11 @@ static size_t build_mixed(et_tsock *ts, uint8_t *dst, et_stream *skip)
         size_t n = et_stream_pull(ts->ready.head, dst + len, ET_RECORD_MAX - len);
         len += n;
         if (ts->state == ET_TS_CLOSED)
-            return len;
+            break;
     }
-    if (parked && ts->batch_s == skip) /* still open */
+    if (parked && ts->batch_s == skip && ts->state != ET_TS_CLOSED) /* still open */
         et_stream_update_ready(skip);
+    *took_data = len > ctrl;
     return len;
 }
 
@@ -346,6 +370,8 @@ static void build_records(et_tsock *ts)
     ts->rec_i = 0;
     ts->rec_n = 0;
     ts->rec_tried = false;
+    ts->rec_batch = 0;
+    ts->data_overtook = false;
     ts->batch_s = NULL;
     et_stream *only = ts->ready.head;
     if (ts->state >= ET_TS_READY && ts->ctrl_len == 0 && only != NULL && only == ts->ready.tail) {
@@ -358,22 +384,26 @@ static void build_records(et_tsock *ts)
             return;
         if (k > 0) {
             ts->rec_n = (uint8_t)k;
-            ts->batch_s = k > 1 && !only->closed ? only : NULL;
+            if (k > 1 && !only->closed) {
+                ts->batch_s = only;
+                ts->rec_batch = (uint8_t)((1u << k) - 1u);
+            }
             return;
         }
     }
-    size_t len = build_mixed(ts, ts->rec, NULL);
+    bool took;
+    size_t len = build_mixed(ts, ts->rec, NULL, true, &took);
     if (ts->state != ET_TS_CLOSED && len > 0) {
         ts->rec_lens[0] = (uint16_t)len;
         ts->rec_n = 1;
     }
 }
 
-/* others_ready: something besides the built records' own stream could go now. */
-static bool others_ready(const et_tsock *ts)
+/* others_data_ready: a stream besides the built records' own has DATA to go. */
+static bool others_data_ready(const et_tsock *ts)
 {
     const et_stream *h = ts->ready.head;
-    return ts->ctrl_len > 0 || (h != NULL && (h != ts->batch_s || h != ts->ready.tail));
+    return h != NULL && (h != ts->batch_s || h != ts->ready.tail);
 }
 
 void et_tsock_flush(et_tsock *ts)
@@ -397,23 +427,39 @@ static void flush_records(et_tsock *ts)
     while (ts->writable) {
         if (ts->rec_i == ts->rec_n) {
             build_records(ts);
-            if (ts->state == ET_TS_CLOSED || ts->rec_n == 0)
+            if (ts->state == ET_TS_CLOSED)
                 return;
-        } else if (ts->rec_i > 0 && !ts->rec_tried && others_ready(ts)) {
-            /* Control frames and other streams' DATA overtake the built records not yet handed
-             * to SSL_write: into the slot just written, which goes next. */
-            size_t len = build_mixed(ts, ts->rec + (ts->rec_i - 1) * ET_RECORD_MAX, ts->batch_s);
+            if (ts->rec_n == 0) {
+                if (ts->ctrl_len > 0)
+                    continue; /* a cancel queued while the build read: it goes now */
+                return;
+            }
+        } else if (ts->rec_i > 0 && !ts->rec_tried &&
+                   (ts->ctrl_len > 0 || (!ts->data_overtook && others_data_ready(ts)))) {
+            /* Control frames, and other streams' DATA (one record of it per record of the
+             * batch, so neither starves), overtake the built records not yet handed to
+             * SSL_write: into the slot just written, which goes next. */
+            bool took;
+            unsigned slot = ts->rec_i - 1u;
+            size_t len = build_mixed(ts, ts->rec + slot * ET_RECORD_MAX, ts->batch_s,
+                                     !ts->data_overtook, &took);
             if (ts->state == ET_TS_CLOSED)
                 return;
             if (len > 0) {
-                ts->rec_i--;
-                ts->rec_lens[ts->rec_i] = (uint16_t)len;
+                ts->rec_i = (uint8_t)slot;
+                ts->rec_lens[slot] = (uint16_t)len;
+                ts->rec_batch &= (uint8_t) ~(1u << slot);
+                ts->data_overtook = ts->data_overtook || took;
                 ET_COUNT(ts->w->eng->stats.record_overtakes);
             }
+            if (ts->rec_i == ts->rec_n)
+                continue; /* the batch went meanwhile (its stream ended) */
         }
         ERR_clear_error();
         int n = SSL_write(ts->ssl, ts->rec + ts->rec_i * ET_RECORD_MAX, ts->rec_lens[ts->rec_i]);
         if (n > 0) {
+            if (ts->rec_batch & (1u << ts->rec_i))
+                ts->data_overtook = false;
             ts->rec_i++;
             ts->rec_tried = false;
             continue;
