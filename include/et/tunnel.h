@@ -501,14 +501,13 @@ void et_stream_connected(et_stream *s, bool ok);
  * the tail while |s| still has bytes and credit). */
 size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room);
 
-/* et_stream_pull_records fills up to |max| (<= ET_REC_BATCH) records at |base|, |stride| apart,
- * with |s|'s next bytes in one readv(): a full-size DATA frame per record (only the last may be
+/* et_stream_pull_records fills up to ET_REC_BATCH records at |base|, ET_RECORD_MAX apart, with
+ * |s|'s next bytes in one readv(): a full-size DATA frame per record (only the last may be
  * shorter), each record's length in |lens|. Where that does not apply (an HTTP head still to
  * send, frames smaller than a record, little credit, EOF) it is one et_stream_pull into the
  * first record. Returns the records filled. The record builder calls it for the only stream
  * on the ready list, like et_stream_pull. */
-unsigned et_stream_pull_records(et_stream *s, uint8_t *base, size_t stride, unsigned max,
-                                uint16_t *lens);
+unsigned et_stream_pull_records(et_stream *s, uint8_t *base, uint16_t *lens);
 
 /* et_stream_ready_park takes |s| off its socket's ready list until et_stream_update_ready. */
 void et_stream_ready_park(et_stream *s);

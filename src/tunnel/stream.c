@@ -289,6 +289,19 @@ static void stream_error(et_stream *s, uint16_t code)
 
 /* --- toward the peer (local socket -> DATA) ---------------------------------------------- */
 
+/* took_bytes accounts for |n| bytes of |want| read from the local socket (or the pending head)
+ * and framed as DATA: credit, counters, and the readable flag after a short read. */
+static void took_bytes(et_stream *s, size_t n, size_t want)
+{
+    s->send_credit -= (int64_t)n;
+    s->last_sent_ns = et_reactor_now(s->w->r);
+    ET_COUNT_N(s->w->eng->stats.bytes_to_peer, (uint64_t)n);
+    ET_COUNT_N(s->sess->bytes_to_peer, (uint64_t)n);
+    if (n < want && !s->local_rdhup)
+        s->local_readable = false; /* drained for now: the next edge says when */
+    et_stream_update_ready(s);
+}
+
 size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room)
 {
     ready_remove(s);
@@ -327,13 +340,7 @@ size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room)
     if (n > 0) {
         et_frame h = {(uint32_t)n, s->uc, s->sid, ET_A_DATA, 0, NULL};
         et_frame_header_encode(dst, &h);
-        s->send_credit -= n;
-        s->last_sent_ns = et_reactor_now(s->w->r);
-        ET_COUNT_N(s->w->eng->stats.bytes_to_peer, (uint64_t)n);
-        ET_COUNT_N(s->sess->bytes_to_peer, (uint64_t)n);
-        if ((size_t)n < want && !s->local_rdhup && !from_pend)
-            s->local_readable = false; /* drained for now: the next edge says when */
-        et_stream_update_ready(s);
+        took_bytes(s, (size_t)n, from_pend ? (size_t)n : want);
         return ET_FRAME_HEADER_LEN + (size_t)n;
     }
     if (n == 0 && et_registry_cancelled(s)) {
@@ -363,25 +370,25 @@ size_t et_stream_pull(et_stream *s, uint8_t *dst, size_t room)
     return 0;
 }
 
-unsigned et_stream_pull_records(et_stream *s, uint8_t *base, size_t stride, unsigned max,
-                                uint16_t *lens)
+unsigned et_stream_pull_records(et_stream *s, uint8_t *base, uint16_t *lens)
 {
     /* Full-size frames only (one frame fills one record), bytes from the fd only (not an HTTP
      * head), and credit for more than one record: otherwise a single ordinary pull. */
-    if (max > ET_REC_BATCH || stride != ET_RECORD_MAX || s->closed || s->pend != NULL ||
-        s->ts->peer_max_frame < ET_DATA_CHUNK || s->send_credit < 2 * (int64_t)ET_DATA_CHUNK) {
-        size_t n = et_stream_pull(s, base, stride);
+    if (s->closed || s->pend != NULL || s->ts->peer_max_frame < ET_DATA_CHUNK ||
+        s->send_credit < 2 * (int64_t)ET_DATA_CHUNK) {
+        size_t n = et_stream_pull(s, base, ET_RECORD_MAX);
         lens[0] = (uint16_t)n;
         return n > 0 ? 1 : 0;
     }
     ready_remove(s);
-    size_t want = (size_t)s->send_credit < max * (size_t)ET_DATA_CHUNK ? (size_t)s->send_credit
-                                                                       : max * ET_DATA_CHUNK;
+    size_t want = (size_t)s->send_credit < ET_REC_BATCH * (size_t)ET_DATA_CHUNK
+                      ? (size_t)s->send_credit
+                      : ET_REC_BATCH * ET_DATA_CHUNK;
     struct iovec iov[ET_REC_BATCH];
     unsigned k = 0;
     for (size_t left = want; left > 0; k++) {
         size_t part = left < ET_DATA_CHUNK ? left : ET_DATA_CHUNK;
-        iov[k] = (struct iovec){base + k * stride + ET_FRAME_HEADER_LEN, part};
+        iov[k] = (struct iovec){base + k * ET_RECORD_MAX + ET_FRAME_HEADER_LEN, part};
         left -= part;
     }
     ssize_t n = readv(s->fd, iov, (int)k);
@@ -395,7 +402,7 @@ unsigned et_stream_pull_records(et_stream *s, uint8_t *base, size_t stride, unsi
             s->local_readable = false;
             return 0;
         }
-        size_t m = et_stream_pull(s, base, stride);
+        size_t m = et_stream_pull(s, base, ET_RECORD_MAX);
         lens[0] = (uint16_t)m;
         return m > 0 ? 1 : 0;
     }
@@ -403,17 +410,11 @@ unsigned et_stream_pull_records(et_stream *s, uint8_t *base, size_t stride, unsi
     for (size_t left = (size_t)n; left > 0; recs++) {
         size_t part = left < ET_DATA_CHUNK ? left : ET_DATA_CHUNK;
         et_frame h = {(uint32_t)part, s->uc, s->sid, ET_A_DATA, 0, NULL};
-        et_frame_header_encode(base + recs * stride, &h);
+        et_frame_header_encode(base + recs * ET_RECORD_MAX, &h);
         lens[recs] = (uint16_t)(ET_FRAME_HEADER_LEN + part);
         left -= part;
     }
-    s->send_credit -= n;
-    s->last_sent_ns = et_reactor_now(s->w->r);
-    ET_COUNT_N(s->w->eng->stats.bytes_to_peer, (uint64_t)n);
-    ET_COUNT_N(s->sess->bytes_to_peer, (uint64_t)n);
-    if ((size_t)n < want && !s->local_rdhup)
-        s->local_readable = false; /* drained for now: the next edge says when */
-    et_stream_update_ready(s);
+    took_bytes(s, (size_t)n, want);
     return recs;
 }
 

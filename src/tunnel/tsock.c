@@ -378,8 +378,7 @@ static void build_records(et_tsock *ts)
         /* One stream (a bulk transfer): several records from one readv() of its socket,
          * written one record per SSL_write; control frames and other streams' DATA that come
          * meanwhile still go ahead of those not yet written (flush_records). */
-        unsigned k =
-            et_stream_pull_records(only, ts->rec, ET_RECORD_MAX, ET_REC_BATCH, ts->rec_lens);
+        unsigned k = et_stream_pull_records(only, ts->rec, ts->rec_lens);
         if (ts->state == ET_TS_CLOSED)
             return;
         if (k > 0) {
