@@ -25,7 +25,7 @@ static void usage(FILE *f)
           "             [--keepalive DURATION] [--route-wait DURATION] [--drain-timeout DURATION]\n"
           "             [--idle-timeout DURATION] [--max-tunnels N] [--max-streams N]\n"
           "             [--max-client-conns N] [--rate-limit N] [--rate-burst N] [--max-frame N]\n"
-          "             [--admin ADDR]\n"
+          "             [--admin ADDR] [--tcp-congestion NAME|system]\n"
           "             [--tcp-ports LO-HI] [--tcp-bind ADDR] [--threads N]\n"
           "             [--log-format text|json] [--log-level debug|info|warn|error]\n"
           "             [--config FILE] [--print-config]\n"
@@ -56,6 +56,10 @@ static void usage(FILE *f)
           "                    (default 0 = no limit)\n"
           "  --rate-burst N    of which this many may come at once (default N/10, at least 1)\n"
           "                    (0 for a limit = no limit)\n"
+          "  --tcp-congestion NAME  TCP congestion control of tunnel sockets (default bbr,\n"
+          "                    which keeps the queue short on a congested link; system = the\n"
+          "                    host's net.ipv4.tcp_congestion_control; unavailable: the host's,\n"
+          "                    with a warning)\n"
           "  --max-frame N     largest frame payload accepted from origins, 4096..16384\n"
           "                    (default 16384); a larger frame closes that tunnel socket\n"
           "  --dev             development edge on loopback: self-signed certificate and token\n"
@@ -170,7 +174,9 @@ static int print_config(const et_edge_config *cfg, const char *cert, const char 
          json_object_set_new(o, "rate-limit", json_integer(cfg->rate_per_min)) < 0 ||
          json_object_set_new(o, "rate-burst", json_integer(cfg->rate_burst)) < 0 ||
          json_object_set_new(o, "admin", admin[0] ? json_string(admin) : json_null()) < 0 ||
-         json_object_set_new(o, "max-frame", json_integer(cfg->max_frame)) < 0)) {
+         json_object_set_new(o, "max-frame", json_integer(cfg->max_frame)) < 0 ||
+         json_object_set_new(o, "tcp-congestion",
+                             json_string(cfg->congestion[0] ? cfg->congestion : "system")) < 0)) {
         json_decref(o);
         return 1;
     }
@@ -218,6 +224,7 @@ static const struct option opts[] = {
     {"print-config", no_argument, NULL, 'J'},
     {"admin", required_argument, NULL, 'a'},
     {"max-frame", required_argument, NULL, 'F'},
+    {"tcp-congestion", required_argument, NULL, 'g'},
     {NULL, 0, NULL, 0},
 };
 
@@ -246,6 +253,7 @@ static int load(int argc, char **argv, settings *st)
     cfg->max_streams = 10000;
     cfg->max_client_conns = 1024;
     cfg->max_frame = ET_FRAME_MAX_DEFAULT;
+    snprintf(cfg->congestion, sizeof(cfg->congestion), "%s", ET_CC_DEFAULT);
     bool burst_set = false;
     cfg->keepalive_ms = 5000; /* a dead peer is noticed within 15 s */
     const char *cert = NULL, *key = NULL, *token_key = NULL;
@@ -288,6 +296,7 @@ static int load(int argc, char **argv, settings *st)
             break;
         }
         case 'P': rv = et_cli_port(optarg, &st->dev_port); break;
+        case 'g': rv = et_cli_congestion(optarg, cfg->congestion, sizeof(cfg->congestion)); break;
         case 'W': rv = parse_duration_ns(optarg, &cfg->route_wait_ns); break;
         case 'T': rv = parse_duration_ns(optarg, &cfg->drain_timeout_ns); break;
         case 'i': rv = parse_duration_ns(optarg, &cfg->idle_timeout_ns); break;

@@ -23,6 +23,7 @@ static void usage(FILE *f)
         "             [--proxy-protocol] [--data-conns N] [--no-control] [--drain-timeout DUR]\n"
         "             [--threads N] [--log-format text|json] [--log-level LEVEL]\n"
         "             [--config FILE] [--print-config] [--admin ADDR]\n"
+        "             [--tcp-congestion NAME|system]\n"
         "       originctl status [--admin ADDR] [--json]\n"
         "       originctl --version | --help\n"
         "\n"
@@ -35,6 +36,9 @@ static void usage(FILE *f)
         "  --drain-timeout DUR       SIGTERM: send GOAWAY (the edge opens no new stream here),\n"
         "                            let in-flight streams finish for up to this long, then exit\n"
         "                            (default 30s; a second signal exits at once)\n"
+        "  --tcp-congestion NAME     TCP congestion control of tunnel sockets (default bbr,\n"
+        "                            which keeps the queue short on a congested link; system =\n"
+        "                            the host's; unavailable: the host's, with a warning)\n"
         "  --insecure                do not verify the edge (development only)\n"
         "  --config FILE             read settings from FILE first (key = value, keys as the\n"
         "                            long flags); flags on the command line override it\n"
@@ -153,7 +157,9 @@ static int print_config(const et_origin_config *cfg, const et_tls_client_opts *t
              (unsigned long long)(cfg->drain_timeout_ns / 1000000ull));
     if (o != NULL &&
         (json_object_set_new(o, "drain-timeout", json_string(drain)) < 0 ||
-         json_object_set_new(o, "admin", admin ? json_string(admin) : json_null()) < 0)) {
+         json_object_set_new(o, "admin", admin ? json_string(admin) : json_null()) < 0 ||
+         json_object_set_new(o, "tcp-congestion",
+                             json_string(cfg->congestion[0] ? cfg->congestion : "system")) < 0)) {
         json_decref(o);
         return 1;
     }
@@ -182,6 +188,7 @@ static const struct option opts[] = {
     {"data-conns", required_argument, NULL, 'd'},
     {"no-control", no_argument, NULL, 'N'},
     {"drain-timeout", required_argument, NULL, 'D'},
+    {"tcp-congestion", required_argument, NULL, 'g'},
     {"threads", required_argument, NULL, 'n'},
     {"log-format", required_argument, NULL, 'f'},
     {"log-level", required_argument, NULL, 'l'},
@@ -207,6 +214,7 @@ static int load(int argc, char **argv, settings *st)
     et_origin_config *cfg = &st->cfg;
     cfg->data_conns = 4;
     cfg->drain_timeout_ns = 30ull * 1000000000ull;
+    snprintf(cfg->congestion, sizeof(cfg->congestion), "%s", ET_CC_DEFAULT);
     cfg->threads = et_cli_threads();
     st->fmt = ET_LOG_TEXT;
     st->level = ET_LOG_INFO;
@@ -247,6 +255,7 @@ static int load(int argc, char **argv, settings *st)
             break;
         case 'N': cfg->no_control = true; break;
         case 'D': rv = et_cli_duration_ns(optarg, &cfg->drain_timeout_ns); break;
+        case 'g': rv = et_cli_congestion(optarg, cfg->congestion, sizeof(cfg->congestion)); break;
         case 'n':
             rv = et_cli_uint(optarg, 1, ET_MAX_WORKERS, &v);
             cfg->threads = (unsigned)v;

@@ -27,6 +27,11 @@ ET_MUST_USE int et_cli_duration_ns(const char *s, uint64_t *out);
 /* et_cli_port parses a TCP port, 1..65535. */
 ET_MUST_USE int et_cli_port(const char *s, unsigned long *out);
 
+/* et_cli_congestion parses --tcp-congestion into |out| (|cap| bytes): "system" (the host's
+ * default: |out| empty) or an algorithm name of [a-z0-9_] that fits |cap| with its NUL. Whether
+ * the kernel has it is known only when a socket asks. Returns ET_OK or ET_E_CONFIG. */
+ET_MUST_USE int et_cli_congestion(const char *s, char *out, size_t cap);
+
 /* et_cli_threads returns the number of online CPUs (at least 1, at most 64). */
 unsigned et_cli_threads(void);
 

@@ -29,9 +29,10 @@ typedef struct et_edge_config {
     uint32_t rate_per_min;      /* new public connections per tunnel and minute; 0 = no limit */
     uint32_t rate_burst;        /* ... of which this many may come at once */
     uint32_t max_frame;         /* largest frame payload accepted from origins, 4096..16384 */
-    uint32_t keepalive_ms;      /* PING interval; a socket quiet for three is dead */
-    char tcp_bind[64];          /* address public TCP listeners bind */
-    uint16_t tcp_lo, tcp_hi;    /* --tcp-ports; 0-0 = none */
+    char congestion[ET_CC_NAME_MAX]; /* TCP_CONGESTION of tunnel sockets; "" = the host's */
+    uint32_t keepalive_ms;           /* PING interval; a socket quiet for three is dead */
+    char tcp_bind[64];               /* address public TCP listeners bind */
+    uint16_t tcp_lo, tcp_hi;         /* --tcp-ports; 0-0 = none */
     uint8_t token_key[ET_EDGE_KEY_MAX];
     size_t token_key_len;
     unsigned threads;

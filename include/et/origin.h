@@ -38,7 +38,8 @@ typedef struct et_origin_config {
     unsigned data_conns;
     bool no_control;
     unsigned threads;
-    uint64_t drain_timeout_ns; /* SIGTERM: how long in-flight streams may still run */
+    uint64_t drain_timeout_ns;       /* SIGTERM: how long in-flight streams may still run */
+    char congestion[ET_CC_NAME_MAX]; /* TCP_CONGESTION of tunnel sockets; "" = the host's */
 } et_origin_config;
 
 /* et_origin_start sets up |eng| as an origin with |cfg| (copied) and client TLS context |ctx|

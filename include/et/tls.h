@@ -137,6 +137,22 @@ ET_MUST_USE int et_sock_set_nodelay(int fd);
  * queues"). */
 ET_MUST_USE int et_sock_set_notsent_lowat(int fd, unsigned bytes);
 
+/* ET_CC_NAME_MAX: the longest congestion-control name (the kernel's TCP_CA_NAME_MAX, 16, with
+ * its NUL). */
+#define ET_CC_NAME_MAX 16
+/* ET_CC_DEFAULT: what --tcp-congestion asks for unless told (bench/README.md, "Across a shaped
+ * link": BBR keeps the bottleneck queue, and so what crosses it behind a flood, 4x shorter). */
+#define ET_CC_DEFAULT "bbr"
+
+/* et_sock_set_congestion sets TCP_CONGESTION on |fd| to |name| ("bbr", "cubic", ...). Fails
+ * (ET_E_IO, errno kept) when the kernel has no such algorithm (ENOENT) or does not let this
+ * process pick it (EPERM: net.ipv4.tcp_allowed_congestion_control). */
+ET_MUST_USE int et_sock_set_congestion(int fd, const char *name);
+
+/* et_sock_congestion writes the name of the congestion control |fd| uses to |out| (at least
+ * ET_CC_NAME_MAX bytes, NUL-terminated; "" when the kernel does not say). */
+void et_sock_congestion(int fd, char *out);
+
 /* et_sock_set_nonblock sets O_NONBLOCK on |fd|. */
 ET_MUST_USE int et_sock_set_nonblock(int fd);
 

@@ -34,6 +34,7 @@
 #include "et/frame.h"
 #include "et/reactor.h"
 #include "et/result.h"
+#include "et/tls.h"
 
 #define ET_RECORD_MAX     16384u /* plaintext bytes per SSL_write: one TLS record */
 #define ET_REC_BATCH      4u     /* records one stream may fill with one read of its local socket */
@@ -76,6 +77,9 @@ typedef struct et_stats {
     _Atomic uint64_t idle_closed;           /* streams ended by --idle-timeout */
     _Atomic uint64_t route_waits;           /* edge: requests held for a session (route wait) */
     _Atomic uint64_t record_overtakes;      /* records sent ahead of built DATA (tsock.c) */
+    _Atomic uint64_t window_grows;          /* receive windows doubled (stream.c, spec §7.2) */
+    _Atomic uint64_t window_shrinks;        /* grown windows halved: the local reader fell behind */
+    _Atomic uint64_t window_extra;          /* gauge: bytes granted beyond the initial windows */
     _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];
@@ -167,12 +171,13 @@ struct et_engine {
     _Atomic int exit_code;
     _Atomic bool stopping; /* et_engine_stop was called: no new work (redials) */
     /* Settings a reload may change while workers read them (relaxed atomics). */
-    _Atomic uint32_t keepalive_ms;     /* edge: the PING interval announced in WELCOME */
-    _Atomic uint32_t max_streams;      /* open streams per session; 0 = no limit */
-    _Atomic uint64_t idle_timeout_ns;  /* a stream with no byte either way this long ends */
-    uint32_t max_frame;                /* edge: the largest payload it accepts (WELCOME), fixed */
-    void *side_state;                  /* edge hub or origin config; owned by the side */
-    _Atomic(void *) admin;             /* the admin server's state, or NULL; owned by it */
+    _Atomic uint32_t keepalive_ms;    /* edge: the PING interval announced in WELCOME */
+    _Atomic uint32_t max_streams;     /* open streams per session; 0 = no limit */
+    _Atomic uint64_t idle_timeout_ns; /* a stream with no byte either way this long ends */
+    uint32_t max_frame;               /* edge: the largest payload it accepts (WELCOME), fixed */
+    char congestion[ET_CC_NAME_MAX];  /* TCP_CONGESTION of tunnel sockets, "" = the host's; fixed */
+    void *side_state;                 /* edge hub or origin config; owned by the side */
+    _Atomic(void *) admin;            /* the admin server's state, or NULL; owned by it */
     void (*session_free_side)(void *); /* frees et_session.side */
 };
 
@@ -277,9 +282,10 @@ void et_session_detach(et_session *s, et_tsock *ts);
 /* A copy of one socket's facts for the admin API. */
 typedef struct et_sock_info {
     uint32_t id;
-    uint32_t rtt_us; /* et_tsock.rtt_us */
-    uint8_t role;    /* et_role */
-    uint8_t state;   /* et_tsock_state */
+    uint32_t rtt_us;         /* et_tsock.rtt_us */
+    char cc[ET_CC_NAME_MAX]; /* et_tsock.cc */
+    uint8_t role;            /* et_role */
+    uint8_t state;           /* et_tsock_state */
     char peer[64];
 } et_sock_info;
 
@@ -368,6 +374,9 @@ struct et_tsock {
     /* The kernel's smoothed RTT (TCP_INFO) in microseconds, sampled by the owner at ready and
      * every keepalive tick, read by the admin API; 0 = not known yet. */
     _Atomic uint32_t rtt_us;
+    /* The congestion control the kernel runs on fd (TCP_CONGESTION, read back after asking for
+     * eng->congestion); written before the socket joins a session, then constant. */
+    char cc[ET_CC_NAME_MAX];
 };
 
 /* et_tsock_new creates a tunnel socket on |w| for the connected or connecting |fd| (ownership
@@ -431,6 +440,7 @@ struct et_stream {
     int64_t send_credit;         /* DATA bytes we may still send */
     uint32_t recv_limit;         /* DATA bytes the peer may still send */
     uint32_t recv_window;        /* the window we grant (for the half-window WINDOW rule) */
+    uint64_t window_ns;          /* when recv_window was last returned with WINDOW (or opened) */
     uint32_t recv_unacked;       /* consumed bytes not yet returned with WINDOW */
     et_chunk *rq_head, *rq_tail; /* owned: received DATA not yet written locally */
     uint8_t *pend;               /* owned: bytes to send before reading fd (an HTTP head) */

@@ -32,6 +32,22 @@ int et_cli_log_format(const char *s, et_log_format *out)
     return ET_OK;
 }
 
+int et_cli_congestion(const char *s, char *out, size_t cap)
+{
+    if (strcmp(s, "system") == 0) {
+        out[0] = '\0';
+        return ET_OK;
+    }
+    size_t n = strlen(s);
+    if (n == 0 || n >= cap)
+        return ET_RAISE(ET_E_CONFIG);
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return ET_RAISE(ET_E_CONFIG);
+    memcpy(out, s, n + 1);
+    return ET_OK;
+}
+
 int et_cli_log_level(const char *s, et_log_level *out)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};

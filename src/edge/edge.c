@@ -663,6 +663,8 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     ET_ENSURE(eng->max_frame >= ET_FRAME_MAX_MIN && eng->max_frame <= ET_FRAME_MAX_DEFAULT,
               ET_E_CONFIG);
     eng->idle_timeout_ns = cfg->idle_timeout_ns;
+    memcpy(eng->congestion, cfg->congestion, sizeof(eng->congestion));
+    eng->congestion[sizeof(eng->congestion) - 1] = '\0';
     edge_hub *hub = calloc(1, sizeof(*hub));
     ET_ENSURE(hub != NULL, ET_E_NOMEM);
     eng->side_state = hub;
@@ -714,15 +716,18 @@ void et_edge_reload(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     const et_edge_config *was = &hub->cfg;
     if (strcmp(cfg->tunnel_addr, was->tunnel_addr) != 0 ||
         strcmp(cfg->http_addr, was->http_addr) != 0 || strcmp(cfg->tcp_bind, was->tcp_bind) != 0 ||
-        cfg->tcp_lo != was->tcp_lo || cfg->tcp_hi != was->tcp_hi || cfg->threads != was->threads)
+        cfg->tcp_lo != was->tcp_lo || cfg->tcp_hi != was->tcp_hi || cfg->threads != was->threads ||
+        strcmp(cfg->congestion, was->congestion) != 0)
         et_logf(ET_LOG_WARN, "reload_partial",
-                "why=\"listener addresses, --tcp-ports and --threads change on restart only\"");
+                "why=\"listener addresses, --tcp-ports, --threads and --tcp-congestion change on "
+                "restart only\"");
     memcpy(live->tunnel_addr, was->tunnel_addr, sizeof(live->tunnel_addr));
     memcpy(live->http_addr, was->http_addr, sizeof(live->http_addr));
     memcpy(live->tcp_bind, was->tcp_bind, sizeof(live->tcp_bind));
     live->tcp_lo = was->tcp_lo;
     live->tcp_hi = was->tcp_hi;
     live->threads = was->threads;
+    memcpy(live->congestion, was->congestion, sizeof(live->congestion));
     et_edge_config *old = atomic_exchange_explicit(&hub->live, live, memory_order_acq_rel);
     et_engine_keep_until_cleanup(eng, old);
     atomic_store_explicit(&eng->keepalive_ms, cfg->keepalive_ms, memory_order_relaxed);

@@ -566,6 +566,25 @@ int et_sock_set_notsent_lowat(int fd, unsigned bytes)
     return ET_OK;
 }
 
+int et_sock_set_congestion(int fd, const char *name)
+{
+    size_t n = strlen(name);
+    ET_ENSURE(n > 0 && n < ET_CC_NAME_MAX, ET_E_USAGE);
+    if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, (socklen_t)n) != 0)
+        return RAISE_ERRNO(ET_E_IO);
+    return ET_OK;
+}
+
+void et_sock_congestion(int fd, char *out)
+{
+    char buf[ET_CC_NAME_MAX] = {0};
+    socklen_t len = sizeof(buf) - 1;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, buf, &len) != 0)
+        len = 0;
+    memcpy(out, buf, len);
+    out[len] = '\0';
+}
+
 int et_sock_set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);

@@ -306,6 +306,7 @@ void et_origin_reload(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
         g = gen_new(eng, os->cur->number + 1, cfg);
         if (g != NULL) {
             g->cfg->threads = os->cur->cfg->threads; /* the reactors stay as started */
+            memcpy(g->cfg->congestion, eng->congestion, sizeof(g->cfg->congestion)); /* also */
             atomic_store(&g->replaces, true);
             g->older = os->cur;
             os->cur = g;
@@ -568,6 +569,8 @@ static const et_side_ops origin_ops = {
 int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
 {
     ET_GUARD(et_engine_init(eng, ET_SIDE_ORIGIN, &origin_ops, ctx, cfg->threads));
+    memcpy(eng->congestion, cfg->congestion, sizeof(eng->congestion));
+    eng->congestion[sizeof(eng->congestion) - 1] = '\0';
     origin_state *os = calloc(1, sizeof(*os));
     ET_ENSURE(os != NULL, ET_E_NOMEM);
     eng->side_state = os;

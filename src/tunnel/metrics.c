@@ -47,6 +47,14 @@ static void head(et_strbuf *b, const char *name, const char *type, const char *h
     et_strbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* sample writes a metric of one unlabelled sample: its HELP and TYPE lines, then |v|. */
+static void sample(et_strbuf *b, const char *name, const char *type, const char *help,
+                   unsigned long long v)
+{
+    head(b, name, type, help);
+    et_strbuf_printf(b, "%s %llu\n", name, v);
+}
+
 /* reasons writes one sample per named wire error code of |v| (slots of et_stat_slot). */
 static void reasons(et_strbuf *b, const char *name, _Atomic uint64_t *v)
 {
@@ -157,6 +165,15 @@ void et_metrics_write(et_engine *eng, et_strbuf *b)
          "Records (control frames, other streams' DATA) written ahead of a bulk stream's DATA "
          "records already built.");
     et_strbuf_printf(b, "edgetunnel_record_overtakes_total %llu\n", LOAD(s->record_overtakes));
+    sample(b, "edgetunnel_window_grows_total", "counter",
+           "Stream receive windows doubled: the window, not the reader, held the stream back.",
+           LOAD(s->window_grows));
+    sample(b, "edgetunnel_window_shrinks_total", "counter",
+           "Grown stream receive windows halved again: the reader fell behind.",
+           LOAD(s->window_shrinks));
+    sample(b, "edgetunnel_window_extra_bytes", "gauge",
+           "Receive window granted beyond the initial windows, over every open stream.",
+           LOAD(s->window_extra));
     head(b, "edgetunnel_route_waits_total", "counter",
          "Public requests held until a session served their host (--route-wait).");
     et_strbuf_printf(b, "edgetunnel_route_waits_total %llu\n", LOAD(s->route_waits));
@@ -205,6 +222,8 @@ static void sock_info(const et_tsock *ts, et_sock_info *out)
     out->role = ts->role;
     out->state = atomic_load_explicit(&ts->state, memory_order_relaxed);
     memcpy(out->peer, ts->peer, sizeof(out->peer));
+    memcpy(out->cc, ts->cc, sizeof(out->cc));
+    out->cc[sizeof(out->cc) - 1] = '\0';
     out->peer[sizeof(out->peer) - 1] = '\0';
 }
 

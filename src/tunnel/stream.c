@@ -79,6 +79,7 @@ int et_stream_open(et_tsock *ts, uint32_t uc, uint32_t sid, uint8_t kind, et_str
     et_timer_init(&s->origin_timer, origin_timeout_fire);
     s->recv_window = s->recv_limit = ET_WINDOW_DEFAULT;
     s->opened_ns = s->last_sent_ns = s->last_recv_ns = et_reactor_now(ts->w->r);
+    s->window_ns = s->opened_ns;
     atomic_init(&s->rq_bytes, 0);
     et_io_init(&s->io, stream_on_event);
     et_task_init(&s->free_task, free_task_fn);
@@ -238,6 +239,9 @@ static void teardown(et_stream *s, bool reset)
         abort(); /* the entry exists: burying it in place cannot allocate */
     s->ts->nstreams--;
     atomic_fetch_sub(&s->sess->nstreams, 1);
+    if (s->recv_window > ET_WINDOW_DEFAULT)
+        atomic_fetch_sub_explicit(&s->w->eng->stats.window_extra,
+                                  s->recv_window - ET_WINDOW_DEFAULT, memory_order_relaxed);
     if (s->w->eng->ops->on_stream_closed != NULL)
         s->w->eng->ops->on_stream_closed(s);
     ET_COUNT(s->sess->streams_closed);
@@ -430,17 +434,75 @@ void et_stream_on_window(et_stream *s, uint32_t inc)
 
 /* --- from the peer (DATA -> local socket) ------------------------------------------------ */
 
+/* window_resize returns how much the window |s| grants changes as it returns credit (spec
+ * §7.2). A stream whose local writer keeps up (nothing queued) and that consumed half its window
+ * within ET_WINDOW_GROW_NS, or two round trips of its data socket when that is longer, is held
+ * back by the window, not by its reader: the window doubles, up to ET_WINDOW_GROW_MAX and while
+ * every grown window of the engine together stays within ET_WINDOW_GROW_BUDGET (a growth is
+ * booked in window_extra here, and taken back by window_unbook if it is not granted). On a busy
+ * host this keeps a bulk stream moving while a reactor waits for a core; across a long round trip
+ * it is what one stream needs to fill the path. A grown window whose reader falls behind (a quarter
+ * of it queued) halves again, back toward ET_WINDOW_DEFAULT, so what a stalled reader can make us
+ * hold shrinks with it. */
+static int64_t window_resize(et_stream *s, uint64_t now)
+{
+    uint32_t win = s->recv_window;
+    size_t queued = atomic_load_explicit(&s->rq_bytes, memory_order_relaxed);
+    if (queued > 0) {
+        /* A reader a moment behind (a full socket buffer) keeps its window; one that leaves a
+         * quarter of it queued with us is slower than the window. */
+        if (win <= ET_WINDOW_DEFAULT || queued < win / 4)
+            return 0;
+        return -(int64_t)(win / 2 < ET_WINDOW_DEFAULT ? win - ET_WINDOW_DEFAULT : win / 2);
+    }
+    uint64_t rtt2 = 2000ull * atomic_load_explicit(&s->ts->rtt_us, memory_order_relaxed);
+    uint64_t fast = rtt2 > ET_WINDOW_GROW_NS ? rtt2 : ET_WINDOW_GROW_NS;
+    if (win >= ET_WINDOW_GROW_MAX || now - s->window_ns > fast)
+        return 0;
+    _Atomic uint64_t *extra = &s->w->eng->stats.window_extra;
+    if (atomic_fetch_add_explicit(extra, win, memory_order_relaxed) + win > ET_WINDOW_GROW_BUDGET) {
+        atomic_fetch_sub_explicit(extra, win, memory_order_relaxed);
+        return 0;
+    }
+    return win;
+}
+
+/* window_unbook takes back the growth window_resize booked, when it was not granted. */
+static void window_unbook(et_stream *s, int64_t d)
+{
+    if (d > 0)
+        atomic_fetch_sub_explicit(&s->w->eng->stats.window_extra, (uint64_t)d,
+                                  memory_order_relaxed);
+}
+
 static void consumed(et_stream *s, size_t n)
 {
     s->recv_unacked += (uint32_t)n;
     if (s->recv_unacked < s->recv_window / 2 || s->closed)
         return;
-    et_frame h = {0, s->uc, s->sid, ET_A_WINDOW, 0, NULL};
-    et_msg m = {.window = s->recv_unacked};
-    if (et_tsock_queue(s->ts, &h, &m) == ET_OK) {
-        s->recv_limit += s->recv_unacked;
-        s->recv_unacked = 0;
+    uint64_t now = et_reactor_now(s->w->r);
+    int64_t d = window_resize(s, now);
+    /* A shrink withholds at most half the window, and at least that much was consumed. */
+    uint32_t inc = (uint32_t)((int64_t)s->recv_unacked + d);
+    if (inc > 0) {
+        et_frame h = {0, s->uc, s->sid, ET_A_WINDOW, 0, NULL};
+        et_msg m = {.window = inc};
+        if (et_tsock_queue(s->ts, &h, &m) != ET_OK) {
+            window_unbook(s, d); /* tried again with the next bytes consumed */
+            return;
+        }
+        s->recv_limit += inc;
     }
+    et_stats *st = &s->w->eng->stats;
+    if (d > 0) {
+        ET_COUNT(st->window_grows);
+    } else if (d < 0) {
+        atomic_fetch_sub_explicit(&st->window_extra, (uint64_t)-d, memory_order_relaxed);
+        ET_COUNT(st->window_shrinks);
+    }
+    s->recv_window = (uint32_t)((int64_t)s->recv_window + d);
+    s->window_ns = now;
+    s->recv_unacked = 0;
 }
 
 /* local_write writes to the local socket; returns bytes written, or -1 after cancelling. |more|

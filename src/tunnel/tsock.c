@@ -140,6 +140,12 @@ et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role)
         SSL_set_connect_state(ts->ssl);
     if (role == ET_ROLE_DATA && et_sock_set_notsent_lowat(fd, ET_DATA_LOWAT) < 0)
         goto err;
+    const char *cc = w->eng->congestion;
+    if (cc[0] != '\0' && et_sock_set_congestion(fd, cc) < 0)
+        /* Not fatal: the socket runs the host's default (the log names it). */
+        et_logf(ET_LOG_WARN, "sockopt_failed", "socket=%u opt=TCP_CONGESTION value=%s err=\"%s\"",
+                ts->id, cc, strerror(errno));
+    et_sock_congestion(fd, ts->cc);
     if (et_reactor_add(w->r, fd, &ts->io) < 0)
         goto err;
     if (et_timer_arm(w->r, &ts->timer, et_reactor_now(w->r) + ET_HANDSHAKE_NS) < 0) {

@@ -9,6 +9,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from admin_helpers import (
     admin_get, admin_json, metrics, parse_prometheus, raw_exchange, with_admin,
 )
@@ -496,3 +498,63 @@ def test_health_and_push_in_legacy_mode(edge, origin, services):
     r = push(port, {"kind": "notice", "topic": "legacy", "body": "on a data socket"})
     assert r["sessions"] == 1, r
     o.proc.wait_event("push", push_id=r["push_id"], body="on a data socket")
+
+
+def _proc_net(name):
+    with open(f"/proc/sys/net/ipv4/{name}") as f:
+        return f.read().split()
+
+
+def _ss_congestion(port):
+    """{(local, peer): congestion control} of every established TCP socket from or to
+    127.0.0.1:port, as the kernel reports it (ss -tin: the first word of each info line)."""
+    out = subprocess.run(["ss", "-tinH", "state", "established",
+                          f"( sport = :{port} or dport = :{port} )"],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    got, addrs = {}, None
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            f = line.split()
+            addrs = (f[-2], f[-1])  # with a state filter, ss leaves the state column out
+        elif addrs is not None:
+            got[addrs] = line.split()[0]
+            addrs = None
+    return got
+
+
+@pytest.mark.parametrize("ask", ["default", "cubic", "system", "nosuch"])
+def test_tcp_congestion_of_tunnel_sockets(ask, edge, origin, services):
+    """--tcp-congestion on both binaries: every tunnel socket runs what was asked (bbr unless
+    told: it keeps the queue of a congested link short), as both admin APIs and the kernel
+    itself (ss) report; an algorithm this kernel does not have (or does not let us pick)
+    leaves the host's default with a warning naming it, and the tunnel still works."""
+    host = _proc_net("tcp_congestion_control")[0]
+    available = _proc_net("tcp_available_congestion_control")
+    allowed = _proc_net("tcp_allowed_congestion_control")
+    want = {"default": "bbr", "cubic": "cubic", "system": None, "nosuch": "nosuch"}[ask]
+    ok = want is None or (want in available and (os.geteuid() == 0 or want in allowed))
+    expect = want if want is not None and ok else host
+    extra = [] if ask == "default" else ["--tcp-congestion", ask]
+    svc = services.add(SourceService(8 * MiB, seed=71))
+    e, e_admin = with_admin(edge, extra=extra)
+    token = e.token("cc", tcp=e.ports)
+    o, o_admin = with_admin(origin, e, token, {e.ports[0]: svc.port}, extra=extra)
+
+    t = admin_json(e_admin, "/api/v1/tunnels")["tunnels"][0]
+    j = admin_json(o_admin, "/status")
+    assert len(t["sockets"]) == len(j["sockets"]) == 5
+    assert {s["congestion"] for s in t["sockets"] + j["sockets"]} == {expect}, (t, j)
+    kernel = _ss_congestion(e.tunnel_port)
+    assert len(kernel) == 10, kernel  # five connections, both ends
+    assert set(kernel.values()) == {expect}, kernel
+    for p in (e.proc, o.proc):
+        warned = p.events("sockopt_failed", opt="TCP_CONGESTION")
+        assert len(warned) == (0 if ok else 5), warned
+    measure(ask=ask, host=host, runs=expect)
+
+    c = connect(e.ports[0])
+    r = read_stream(c, time.monotonic() + 60, limit=8 * MiB)
+    c.close()
+    assert r.error is None and r.eof and r.count == 8 * MiB, (r.error, r.count)

@@ -54,7 +54,7 @@ def origin_settings(pin):
         ("tcp", "20022=127.0.0.1:22"), ("tcp", "20023=[::1]:23"),
         ("proxy-protocol", True), ("data-conns", 3), ("no-control", False), ("insecure", False),
         ("threads", 2), ("log-format", "json"), ("log-level", "debug"),
-        ("drain-timeout", "7s"), ("admin", "127.0.0.1:17071"),
+        ("drain-timeout", "7s"), ("admin", "127.0.0.1:17071"), ("tcp-congestion", "cubic"),
     ]
 
 
@@ -68,6 +68,7 @@ def edge_settings(pki, token_key):
         ("route-wait", "1500ms"), ("drain-timeout", "45s"), ("idle-timeout", "0"),
         ("max-tunnels", 7), ("max-streams", 70), ("max-client-conns", 0), ("rate-limit", 600),
         ("rate-burst", 20), ("admin", "127.0.0.1:17070"), ("max-frame", 8192),
+        ("tcp-congestion", "system"),
     ]
 
 
@@ -86,6 +87,7 @@ def test_origin_file_and_flags_give_the_same_settings(bindir, tmp_path, pki):
         "tcp": ["20022=127.0.0.1:22", "20023=[::1]:23"], "proxy-protocol": True,
         "data-conns": 3, "no-control": False, "threads": 2, "log-format": "json",
         "log-level": "debug", "drain-timeout": "7000ms", "admin": "127.0.0.1:17071",
+        "tcp-congestion": "cubic",
     }
 
 
@@ -104,6 +106,7 @@ def test_edge_file_and_flags_give_the_same_settings(bindir, tmp_path, pki, token
         "dev-port": 4000, "route-wait": "1500ms", "drain-timeout": "45000ms",
         "idle-timeout": "0ms", "max-tunnels": 7, "max-streams": 70, "max-client-conns": 0,
         "rate-limit": 600, "rate-burst": 20, "admin": "127.0.0.1:17070", "max-frame": 8192,
+        "tcp-congestion": "system",
     }
 
 
@@ -113,6 +116,7 @@ def test_defaults_and_secrets(bindir, pki, token_key):
     assert e["tunnel"] == "127.0.0.1:7443" and e["http"] is None and e["tcp-ports"] == ""
     assert (e["origin-timeout"], e["head-timeout"], e["keepalive"]) == ("30s", "10s", "15s")
     assert (e["log-format"], e["log-level"]) == ("text", "info")
+    assert e["tcp-congestion"] == "bbr"
     # --dev: loopback whatever was asked, and nothing made or printed but the settings
     d = printed([bindir / "edged", "--dev", "--tcp-bind", "0.0.0.0"])
     assert (d["dev"], d["http"], d["tcp-bind"], d["cert"]) == (True, "127.0.0.1:8080",
@@ -146,6 +150,8 @@ def test_flags_override_the_file_and_repeat_after_it(bindir, tmp_path):
     ("# c\n\nedge = 127.0.0.1:1\ndata-conns = 99\n", 4, "bad value '99'"),
     ("edge = 127.0.0.1:1\ntcp = 70000=127.0.0.1:22\n", 2, "bad value '70000=127.0.0.1:22'"),
     ("insecure = yes\n", 1, "insecure takes true or false, not 'yes'"),
+    ("tcp-congestion = BBR\n", 1, "bad value 'BBR'"),
+    ("tcp-congestion = " + "b" * 16 + "\n", 1, "bad value '" + "b" * 16 + "'"),
     ("edge\n", 1, "expected key = value"),
     ("[origin]\nedge = 127.0.0.1:1\n", 2, "sections are not used ([origin])"),
     ("config = /etc/other.conf\n", 1, "unknown key 'config'"),

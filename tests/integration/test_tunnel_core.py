@@ -375,6 +375,66 @@ def test_upload_and_download_share_one_data_socket(edge, origin, services):
     assert overtakes() > 0, f"no record went ahead of built DATA records in {n} rounds"
 
 
+def _metric(port, name):
+    return metrics(port).value(name)
+
+
+def test_receive_window_grows_and_shrinks_back(edge, origin, services):
+    """Receive-window auto-tuning (spec §7.2): a stream whose reader keeps up gets a bigger
+    window (edged counts it for a download, originctl for an upload); when its reader then
+    falls behind, the grown window halves again; once the streams end no grown window is left
+    booked (edgetunnel_window_extra_bytes back to 0). Every byte is checked."""
+    size = 128 * MiB
+    src = services.add(SourceService(size, seed=61))
+    sink = services.add(SinkService())
+    e, e_admin = with_admin(edge, ports=2)
+    token = e.token("window", tcp=e.ports)
+    o, o_admin = with_admin(origin, e, token, {e.ports[0]: src.port, e.ports[1]: sink.port},
+                            data_conns=1)
+    deadline = time.monotonic() + BIG_TIMEOUT
+
+    # Download: a fast reader for 32 MiB, then a slow one (64 KiB every 10 ms, at most 30 s)
+    # until edged halves the window, then fast to the end.
+    c = connect(e.ports[0])
+    r = read_stream(c, deadline, limit=size, upto=32 * MiB)
+    assert r.error is None and not r.eof, (r.error, r.count)
+    grows = _metric(e_admin, "edgetunnel_window_grows_total")
+    extra = _metric(e_admin, "edgetunnel_window_extra_bytes")
+    assert grows > 0 and extra > 0, (grows, extra)
+    shrinks = 0
+    for i in range(3000):
+        if i % 10 == 0:
+            shrinks = _metric(e_admin, "edgetunnel_window_shrinks_total")
+            if shrinks > 0 or time.monotonic() > deadline - 60:
+                break
+        r = read_stream(c, deadline, limit=size, upto=min(size, r.count + 64 * KiB), into=r)
+        time.sleep(0.01)
+    slow_at = r.count
+    r = read_stream(c, deadline, limit=size, into=r)
+    c.close()
+    measure(window_grows=grows, window_extra=extra, window_shrinks=shrinks, slow_read=slow_at)
+    assert shrinks > 0, f"the grown window never shrank while its reader lagged ({slow_at} B)"
+    (rec,) = src.wait_conns(1)
+    wait_until(lambda: finished(rec), 30, "the source to finish")
+    assert r.error is None and r.eof and r.count == size, (r.error, r.count)
+    assert rec.error is None and r.digest == rec.digest == pattern_digest(61, size)
+
+    # Upload: the origin's receive window grows the same way toward a fast local service.
+    u = connect(e.ports[1])
+    digest = send_pattern(u, 62, size, deadline)
+    u.shutdown(socket.SHUT_WR)
+    (rec_up,) = sink.wait_conns(1)
+    wait_until(lambda: rec_up.digest is not None or rec_up.error is not None, 60,
+               "the sink to reach EOF")
+    u.close()
+    assert rec_up.error is None and rec_up.received == size and rec_up.digest == digest, rec_up
+    assert _metric(o_admin, "edgetunnel_window_grows_total") > 0
+
+    for port in (e_admin, o_admin):
+        wait_until(lambda: _metric(port, "edgetunnel_window_extra_bytes") == 0, 30,
+                   "every grown window to be given back")
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Client disconnect cancels the origin's stream
 
