@@ -43,7 +43,7 @@ direction (download: origin service -> public client; upload: the reverse):
   socket): what the configuration really did.
 - netns_compare: one line per configuration with the figures side by side.
 
-Configurations (--configs, comma-separated CC:SYSCTL_LOWAT[:DATA_LOWAT[:MODE+MODE]]):
+Configurations (--configs, comma-separated CC:SYSCTL_LOWAT[:DATA_LOWAT[:MODE+MODE[:BIN_CC]]]):
 - CC, congestion control, is set twice: `sysctl -w net.ipv4.tcp_congestion_control=CC` in each
   namespace (a child namespace may only pick an algorithm the root namespace allows in
   net.ipv4.tcp_allowed_congestion_control; the outcome is printed, and the root namespace is
@@ -57,6 +57,9 @@ Configurations (--configs, comma-separated CC:SYSCTL_LOWAT[:DATA_LOWAT[:MODE+MOD
   a rebuild by bench/lowat_preload.c, compiled into the temp dir and LD_PRELOADed into edged
   and originctl, which rewrites (or skips) the engine's setsockopt(TCP_NOTSENT_LOWAT).
 - MODE+MODE: the cancel modes of that configuration (default --modes).
+- BIN_CC: both binaries' --tcp-congestion (default 'system', so CC alone decides; the binaries'
+  own default is bbr). 'cubic:default:::bbr' is the product as shipped on a cubic host: the
+  tunnel's sockets ask for BBR themselves, the direct connections and the ping-pong stay cubic.
 Both namespaces also get net.ipv4.tcp_no_metrics_save=1 (no ssthresh or RTT cached from an
 earlier connection of the same run).
 
@@ -286,16 +289,17 @@ class Agent:
 
 
 class Tunnel:
-    def __init__(self, bindir, pki, key, net, logdir, no_control, preload=()):
+    def __init__(self, bindir, pki, key, net, logdir, no_control, preload=(), congestion="system"):
         """preload: ("env", "LD_PRELOAD=...", "ET_BENCH_DATA_LOWAT=...") or () (env execs the
-        binary, so the PID is still the binary's)."""
+        binary, so the PID is still the binary's). congestion: both binaries' --tcp-congestion
+        ('system': the namespace's sysctl and route decide, as for every other socket)."""
         self.edge = self.origin = None
         e_tun = f"{net.ip_e}:{TUNNEL_PORT}"
         self.edge = T.Proc("edged", [
             "ip", "netns", "exec", net.edge, *preload, bindir / "edged", "--tunnel", e_tun,
             "--cert", pki.cert, "--key", pki.key, "--token-key", key,
             "--tcp-ports", f"{PUB_VICTIM}-{PUB_FLOOD}", "--tcp-bind", "127.0.0.1",
-            "--threads", THREADS], logdir)
+            "--threads", THREADS, "--tcp-congestion", congestion], logdir)
         try:
             self.edge.wait_event("listening", tunnel=e_tun)
             # Edge.token needs only .bindir and .token_key
@@ -303,6 +307,7 @@ class Tunnel:
                                tcp=[PUB_VICTIM, PUB_FLOOD])
             argv = ["ip", "netns", "exec", net.origin, *preload, bindir / "originctl", "connect",
                     "--edge", e_tun, "--token", tok, "--pin", pki.pin, "--threads", THREADS,
+                    "--tcp-congestion", congestion,
                     "--tcp", f"{PUB_VICTIM}=127.0.0.1:{SVC_VICTIM}",
                     "--tcp", f"{PUB_FLOOD}=127.0.0.1:{SVC_FLOOD}"]
             if no_control:
@@ -496,8 +501,11 @@ def run_config(k, spec, a, bindir, pki, key, tmp, shim):
     parts = spec.split(":")
     cc, lowat = parts[0], parts[1]
     data = parts[2] if len(parts) > 2 and parts[2] else "compiled"
-    cfg_modes = parts[3].split("+") if len(parts) > 3 else a.modes.split(",")
+    cfg_modes = parts[3].split("+") if len(parts) > 3 and parts[3] else a.modes.split(",")
+    binary_cc = parts[4] if len(parts) > 4 and parts[4] else "system"
     cfg = f"{cc}/sysctl_lowat={lowat}/data_lowat={data}"
+    if binary_cc != "system":
+        cfg += f"/tcp_congestion={binary_cc}"
     preload = ()
     if data != "compiled":
         preload = ("env", f"LD_PRELOAD={shim}", f"ET_BENCH_DATA_LOWAT={data}")
@@ -525,7 +533,7 @@ def run_config(k, spec, a, bindir, pki, key, tmp, shim):
             if not modes and not want_tp:
                 continue
             tun = Tunnel(bindir, pki, key, net, tmp / f"{k}-{'nc' if no_control else 'c'}",
-                         no_control, preload)
+                         no_control, preload, binary_cc)
             try:
                 # cancels first, on a tunnel as fresh as the --no-control one; then throughput
                 if "cancel" in only and modes:
@@ -593,10 +601,12 @@ def main():
                     "drop-tail queue can take 1-2 s with CUBIC)")
     ap.add_argument("--load-streams", type=int, default=4)
     ap.add_argument("--configs", default="cubic:default,bbr:default,cubic:32768::control+direct,"
-                    "bbr:32768::control+direct,bbr:default:off:control+no-control",
-                    help="comma-separated CC:SYSCTL_LOWAT[:DATA_LOWAT[:MODE+MODE]]; SYSCTL_LOWAT "
-                    "'default' leaves the namespace's own (-1); DATA_LOWAT 'compiled' (the "
-                    "default), 'off' or bytes, through bench/lowat_preload.c")
+                    "bbr:32768::control+direct,bbr:default:off:control+no-control,"
+                    "cubic:default:::bbr",
+                    help="comma-separated CC:SYSCTL_LOWAT[:DATA_LOWAT[:MODE+MODE[:BIN_CC]]]; "
+                    "SYSCTL_LOWAT 'default' leaves the namespace's own (-1); DATA_LOWAT "
+                    "'compiled' (the default), 'off' or bytes, through bench/lowat_preload.c; "
+                    "BIN_CC both binaries' --tcp-congestion (default 'system')")
     ap.add_argument("--directions", default="download,upload")
     ap.add_argument("--modes", default="control,no-control,direct")
     ap.add_argument("--only", default="cancel,throughput")

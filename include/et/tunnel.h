@@ -374,6 +374,7 @@ struct et_tsock {
     /* The kernel's smoothed RTT (TCP_INFO) in microseconds, sampled by the owner at ready and
      * every keepalive tick, read by the admin API; 0 = not known yet. */
     _Atomic uint32_t rtt_us;
+    _Atomic uint32_t min_rtt_us; /* the kernel's minimum RTT (tcpi_min_rtt), sampled alike */
     /* The congestion control the kernel runs on fd (TCP_CONGESTION, read back after asking for
      * eng->congestion); written before the socket joins a session, then constant. */
     char cc[ET_CC_NAME_MAX];

@@ -306,6 +306,9 @@ void et_origin_reload(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
         g = gen_new(eng, os->cur->number + 1, cfg);
         if (g != NULL) {
             g->cfg->threads = os->cur->cfg->threads; /* the reactors stay as started */
+            if (strcmp(g->cfg->congestion, eng->congestion) != 0)
+                et_logf(ET_LOG_WARN, "reload_partial",
+                        "why=\"--threads and --tcp-congestion change on restart only\"");
             memcpy(g->cfg->congestion, eng->congestion, sizeof(g->cfg->congestion)); /* also */
             atomic_store(&g->replaces, true);
             g->older = os->cur;

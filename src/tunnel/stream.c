@@ -436,14 +436,16 @@ void et_stream_on_window(et_stream *s, uint32_t inc)
 
 /* window_resize returns how much the window |s| grants changes as it returns credit (spec
  * §7.2). A stream whose local writer keeps up (nothing queued) and that consumed half its window
- * within ET_WINDOW_GROW_NS, or two round trips of its data socket when that is longer, is held
- * back by the window, not by its reader: the window doubles, up to ET_WINDOW_GROW_MAX and while
- * every grown window of the engine together stays within ET_WINDOW_GROW_BUDGET (a growth is
+ * within ET_WINDOW_GROW_NS, or two of its data socket's shortest round trips when that is longer,
+ * is held back by the window, not by its reader: the window doubles, up to ET_WINDOW_GROW_MAX and
+ * while every grown window of the engine together stays within ET_WINDOW_GROW_BUDGET (a growth is
  * booked in window_extra here, and taken back by window_unbook if it is not granted). On a busy
  * host this keeps a bulk stream moving while a reactor waits for a core; across a long round trip
- * it is what one stream needs to fill the path. A grown window whose reader falls behind (a quarter
- * of it queued) halves again, back toward ET_WINDOW_DEFAULT, so what a stalled reader can make us
- * hold shrinks with it. */
+ * it is what one stream needs to fill the path. A grown window whose reader falls behind (a
+ * quarter of it queued) halves again, back toward ET_WINDOW_DEFAULT, so what a slow reader can
+ * make us hold shrinks with it. A stream that goes quiet keeps its grown window (credit, not
+ * buffers) until it ends or moves half of it again: the budget bounds what all of them together
+ * could make us hold, and once it is spent windows simply stop growing. */
 static int64_t window_resize(et_stream *s, uint64_t now)
 {
     uint32_t win = s->recv_window;
@@ -455,15 +457,18 @@ static int64_t window_resize(et_stream *s, uint64_t now)
             return 0;
         return -(int64_t)(win / 2 < ET_WINDOW_DEFAULT ? win - ET_WINDOW_DEFAULT : win / 2);
     }
-    uint64_t rtt2 = 2000ull * atomic_load_explicit(&s->ts->rtt_us, memory_order_relaxed);
+    /* The path's own round trip, not one the queue of a full link has stretched. */
+    uint64_t rtt2 = 2000ull * atomic_load_explicit(&s->ts->min_rtt_us, memory_order_relaxed);
     uint64_t fast = rtt2 > ET_WINDOW_GROW_NS ? rtt2 : ET_WINDOW_GROW_NS;
-    if (win >= ET_WINDOW_GROW_MAX || now - s->window_ns > fast)
+    if (win >= ET_WINDOW_GROW_MAX || s->end_received || now - s->window_ns > fast)
         return 0;
     _Atomic uint64_t *extra = &s->w->eng->stats.window_extra;
-    if (atomic_fetch_add_explicit(extra, win, memory_order_relaxed) + win > ET_WINDOW_GROW_BUDGET) {
-        atomic_fetch_sub_explicit(extra, win, memory_order_relaxed);
-        return 0;
-    }
+    uint64_t was = atomic_load_explicit(extra, memory_order_relaxed);
+    do {
+        if (was + win > ET_WINDOW_GROW_BUDGET)
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(extra, &was, was + win, memory_order_relaxed,
+                                                    memory_order_relaxed));
     return win;
 }
 
@@ -541,7 +546,6 @@ static void write_gathered(et_stream *s, const struct iovec *iov, unsigned cnt, 
     }
     if ((size_t)w < total)
         s->local_writable = false;
-    consumed(s, (size_t)w);
     size_t skip = (size_t)w;
     for (unsigned i = 0; i < cnt && !s->closed; i++) {
         if (skip >= iov[i].iov_len) {
@@ -554,6 +558,9 @@ static void write_gathered(et_stream *s, const struct iovec *iov, unsigned cnt, 
         }
         skip = 0;
     }
+    /* After the tail is queued: a short write means the reader is behind (window_resize). */
+    if (!s->closed)
+        consumed(s, (size_t)w);
 }
 
 static void shut_local_write(et_stream *s)

@@ -4,7 +4,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_min_rtt (glibc's stops short of it) */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -41,15 +41,18 @@ static void free_task_fn(et_reactor *r, et_task *t)
     et_tsock_unref(ts); /* the worker list's reference */
 }
 
-/* sample_rtt stores the kernel's smoothed RTT of |ts| for the admin API; on the owner's thread,
- * which alone may touch the fd. */
+/* sample_rtt stores the kernel's smoothed RTT of |ts| (for the admin API) and its minimum RTT
+ * (for window growth, stream.c); on the owner's thread, which alone may touch the fd. */
 static void sample_rtt(et_tsock *ts)
 {
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
-    if (ts->fd >= 0 && getsockopt(ts->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-        len >= offsetof(struct tcp_info, tcpi_rtt) + sizeof(ti.tcpi_rtt))
+    if (ts->fd < 0 || getsockopt(ts->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return;
+    if (len >= offsetof(struct tcp_info, tcpi_rtt) + sizeof(ti.tcpi_rtt))
         atomic_store_explicit(&ts->rtt_us, ti.tcpi_rtt, memory_order_relaxed);
+    if (len >= offsetof(struct tcp_info, tcpi_min_rtt) + sizeof(ti.tcpi_min_rtt))
+        atomic_store_explicit(&ts->min_rtt_us, ti.tcpi_min_rtt, memory_order_relaxed);
 }
 
 static void arm_keepalive(et_tsock *ts)
@@ -141,10 +144,14 @@ et_tsock *et_tsock_new(et_worker *w, int fd, et_tsock_state state, uint8_t role)
     if (role == ET_ROLE_DATA && et_sock_set_notsent_lowat(fd, ET_DATA_LOWAT) < 0)
         goto err;
     const char *cc = w->eng->congestion;
-    if (cc[0] != '\0' && et_sock_set_congestion(fd, cc) < 0)
-        /* Not fatal: the socket runs the host's default (the log names it). */
-        et_logf(ET_LOG_WARN, "sockopt_failed", "socket=%u opt=TCP_CONGESTION value=%s err=\"%s\"",
-                ts->id, cc, strerror(errno));
+    if (cc[0] != '\0' && et_sock_set_congestion(fd, cc) < 0) {
+        /* Not fatal: the socket runs the host's default. Said once at WARN (a host that lacks
+         * it or keeps it for root lacks it for every socket and redial), then at DEBUG. */
+        static atomic_bool warned;
+        bool first = !atomic_exchange_explicit(&warned, true, memory_order_relaxed);
+        et_logf(first ? ET_LOG_WARN : ET_LOG_DEBUG, "sockopt_failed",
+                "socket=%u opt=TCP_CONGESTION value=%s err=\"%s\"", ts->id, cc, strerror(errno));
+    }
     et_sock_congestion(fd, ts->cc);
     if (et_reactor_add(w->r, fd, &ts->io) < 0)
         goto err;

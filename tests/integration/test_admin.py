@@ -505,6 +505,18 @@ def _proc_net(name):
         return f.read().split()
 
 
+def _can_pick(name):
+    """Whether this process may run TCP congestion control `name` (the binaries have the
+    same rights; as root, asking may load the module)."""
+    with socket.socket() as s:
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
+        except OSError:
+            return False
+        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0") == \
+            name.encode()
+
+
 def _ss_congestion(port):
     """{(local, peer): congestion control} of every established TCP socket from or to
     127.0.0.1:port, as the kernel reports it (ss -tin: the first word of each info line)."""
@@ -531,10 +543,8 @@ def test_tcp_congestion_of_tunnel_sockets(ask, edge, origin, services):
     itself (ss) report; an algorithm this kernel does not have (or does not let us pick)
     leaves the host's default with a warning naming it, and the tunnel still works."""
     host = _proc_net("tcp_congestion_control")[0]
-    available = _proc_net("tcp_available_congestion_control")
-    allowed = _proc_net("tcp_allowed_congestion_control")
     want = {"default": "bbr", "cubic": "cubic", "system": None, "nosuch": "nosuch"}[ask]
-    ok = want is None or (want in available and (os.geteuid() == 0 or want in allowed))
+    ok = want is None or _can_pick(want)
     expect = want if want is not None and ok else host
     extra = [] if ask == "default" else ["--tcp-congestion", ask]
     svc = services.add(SourceService(8 * MiB, seed=71))
@@ -550,8 +560,9 @@ def test_tcp_congestion_of_tunnel_sockets(ask, edge, origin, services):
     assert len(kernel) == 10, kernel  # five connections, both ends
     assert set(kernel.values()) == {expect}, kernel
     for p in (e.proc, o.proc):
+        # said once at WARN, then at DEBUG (not logged at the default level)
         warned = p.events("sockopt_failed", opt="TCP_CONGESTION")
-        assert len(warned) == (0 if ok else 5), warned
+        assert len(warned) == (0 if ok else 1), warned
     measure(ask=ask, host=host, runs=expect)
 
     c = connect(e.ports[0])

@@ -401,6 +401,7 @@ def test_receive_window_grows_and_shrinks_back(edge, origin, services):
     grows = _metric(e_admin, "edgetunnel_window_grows_total")
     extra = _metric(e_admin, "edgetunnel_window_extra_bytes")
     assert grows > 0 and extra > 0, (grows, extra)
+    assert extra <= 4 * MiB - 256 * KiB, extra  # one stream: at most 4 MiB in all
     shrinks = 0
     for i in range(3000):
         if i % 10 == 0:
@@ -433,6 +434,15 @@ def test_receive_window_grows_and_shrinks_back(edge, origin, services):
     for port in (e_admin, o_admin):
         wait_until(lambda: _metric(port, "edgetunnel_window_extra_bytes") == 0, 30,
                    "every grown window to be given back")
+
+    # A grown stream that ends by a reset gives its window back too.
+    c = connect(e.ports[0])  # the source serves every connection
+    r = read_stream(c, deadline, limit=size, upto=32 * MiB)
+    assert r.error is None and r.count == 32 * MiB, (r.error, r.count)
+    assert _metric(e_admin, "edgetunnel_window_extra_bytes") > 0
+    abort(c)
+    wait_until(lambda: _metric(e_admin, "edgetunnel_window_extra_bytes") == 0, 30,
+               "the reset stream's grown window to be given back")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -228,6 +228,25 @@ static void test_file_errors(void **state)
     assert_string_equal(args.err, "--config given more than once");
 }
 
+/* --tcp-congestion: "system" is the host's default (empty), names are [a-z0-9_] that fit. */
+static void test_congestion(void **state)
+{
+    (void)state;
+    char cc[16];
+    assert_int_equal(et_cli_congestion("bbr", cc, sizeof(cc)), ET_OK);
+    assert_string_equal(cc, "bbr");
+    assert_int_equal(et_cli_congestion("system", cc, sizeof(cc)), ET_OK);
+    assert_string_equal(cc, "");
+    assert_int_equal(et_cli_congestion("abcdefghijklmn_", cc, sizeof(cc)), ET_OK); /* 15 */
+    assert_string_equal(cc, "abcdefghijklmn_");
+    memcpy(cc, "unchanged", 10);
+    const char *bad[] = {"", "BBR", "b b", "bbr;", "../x", "abcdefghijklmnop" /* 16 */};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(et_cli_congestion(bad[i], cc, sizeof(cc)), ET_E_CONFIG);
+        assert_string_equal(cc, "unchanged");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +258,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nul_byte_line, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_limits, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_file_errors, dir_setup, dir_teardown),
+        cmocka_unit_test(test_congestion),
     };
     return TU_RUN("cli", tests);
 }
