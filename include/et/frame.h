@@ -38,6 +38,7 @@
 #define ET_WINDOW_DEFAULT (256u * 1024u)
 /* Receive-window auto-tuning (not wire constants: spec §7.2 lets a receiver grant more). */
 #define ET_WINDOW_GROW_MAX    (4u * 1024u * 1024u)   /* one stream's window at most */
+#define ET_WINDOW_GROW_NEAR   (1024u * 1024u)        /* ... on a path under GROW_NS / 2 RTT */
 #define ET_WINDOW_GROW_BUDGET (64ull << 20)          /* every grown window of a process */
 #define ET_WINDOW_GROW_NS     (4ull * 1000u * 1000u) /* half a window within this: too small */
 

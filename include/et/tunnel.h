@@ -80,6 +80,7 @@ typedef struct et_stats {
     _Atomic uint64_t window_grows;          /* receive windows doubled (stream.c, spec §7.2) */
     _Atomic uint64_t window_shrinks;        /* grown windows halved: the local reader fell behind */
     _Atomic uint64_t window_extra;          /* gauge: bytes granted beyond the initial windows */
+    _Atomic uint64_t flush_yields;          /* flushes cut at FLUSH_BUDGET, resumed later */
     _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];

@@ -296,14 +296,14 @@ void et_engine_log_stats(et_engine *eng)
             "opens_refused_tombstone=%llu public_refused=%llu inbox_full=%llu "
             "handshake_refused_tls=%llu limit_streams=%llu limit_client_conns=%llu "
             "limit_tunnels=%llu rate_limited=%llu idle_closed=%llu record_overtakes=%llu "
-            "window_grows=%llu window_shrinks=%llu window_extra=%llu%s",
+            "window_grows=%llu window_shrinks=%llu window_extra=%llu flush_yields=%llu%s",
             V(sockets_up), V(sockets_down), V(streams_opened), V(streams_finished),
             V(streams_cancelled), V(bytes_to_peer), V(bytes_from_peer), V(cancels_sent_control),
             V(cancels_sent_data), V(cancels_recv_control), V(cancels_recv_data), V(cancel_acks),
             V(late_frames_dropped), V(opens_refused_tombstone), V(public_refused), V(inbox_full),
             V(handshake_refused_tls), V(limit_streams), V(limit_client_conns), V(limit_tunnels),
             V(rate_limited), V(idle_closed), V(record_overtakes), V(window_grows),
-            V(window_shrinks), V(window_extra), extra);
+            V(window_shrinks), V(window_extra), V(flush_yields), extra);
 #undef V
 }
 

@@ -165,6 +165,9 @@ void et_metrics_write(et_engine *eng, et_strbuf *b)
          "Records (control frames, other streams' DATA) written ahead of a bulk stream's DATA "
          "records already built.");
     et_strbuf_printf(b, "edgetunnel_record_overtakes_total %llu\n", LOAD(s->record_overtakes));
+    sample(b, "edgetunnel_flush_yields_total", "counter",
+           "Socket flushes that stopped after 64 KiB to let the reactor see other events first.",
+           LOAD(s->flush_yields));
     sample(b, "edgetunnel_window_grows_total", "counter",
            "Stream receive windows doubled: the window, not the reader, held the stream back.",
            LOAD(s->window_grows));
