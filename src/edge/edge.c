@@ -663,8 +663,7 @@ int et_edge_start(et_engine *eng, const et_edge_config *cfg, SSL_CTX *ctx)
     ET_ENSURE(eng->max_frame >= ET_FRAME_MAX_MIN && eng->max_frame <= ET_FRAME_MAX_DEFAULT,
               ET_E_CONFIG);
     eng->idle_timeout_ns = cfg->idle_timeout_ns;
-    memcpy(eng->congestion, cfg->congestion, sizeof(eng->congestion));
-    eng->congestion[sizeof(eng->congestion) - 1] = '\0';
+    snprintf(eng->congestion, sizeof(eng->congestion), "%s", cfg->congestion);
     edge_hub *hub = calloc(1, sizeof(*hub));
     ET_ENSURE(hub != NULL, ET_E_NOMEM);
     eng->side_state = hub;

@@ -577,11 +577,9 @@ int et_sock_set_congestion(int fd, const char *name)
 
 void et_sock_congestion(int fd, char *out)
 {
-    char buf[ET_CC_NAME_MAX] = {0};
-    socklen_t len = sizeof(buf) - 1;
-    if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, buf, &len) != 0)
+    socklen_t len = ET_CC_NAME_MAX - 1;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, out, &len) != 0)
         len = 0;
-    memcpy(out, buf, len);
     out[len] = '\0';
 }
 

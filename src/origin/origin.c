@@ -572,8 +572,7 @@ static const et_side_ops origin_ops = {
 int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
 {
     ET_GUARD(et_engine_init(eng, ET_SIDE_ORIGIN, &origin_ops, ctx, cfg->threads));
-    memcpy(eng->congestion, cfg->congestion, sizeof(eng->congestion));
-    eng->congestion[sizeof(eng->congestion) - 1] = '\0';
+    snprintf(eng->congestion, sizeof(eng->congestion), "%s", cfg->congestion);
     origin_state *os = calloc(1, sizeof(*os));
     ET_ENSURE(os != NULL, ET_E_NOMEM);
     eng->side_state = os;

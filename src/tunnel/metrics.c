@@ -78,19 +78,17 @@ void et_metrics_write(et_engine *eng, et_strbuf *b)
 {
     et_stats *s = &eng->stats;
     unsigned long long up = LOAD(s->sockets_up), down = LOAD(s->sockets_down);
-    head(b, "edgetunnel_sockets_connected", "gauge", "Tunnel sockets past their handshake now.");
-    et_strbuf_printf(b, "edgetunnel_sockets_connected %llu\n", up >= down ? up - down : 0);
+    sample(b, "edgetunnel_sockets_connected", "gauge", "Tunnel sockets past their handshake now.",
+           up >= down ? up - down : 0);
     head(b, "edgetunnel_socket_events_total", "counter", "Tunnel sockets that came up, went down.");
     et_strbuf_printf(b, "edgetunnel_socket_events_total{event=\"up\"} %llu\n", up);
     et_strbuf_printf(b, "edgetunnel_socket_events_total{event=\"down\"} %llu\n", down);
 
     unsigned long long opened = LOAD(s->streams_opened), fin = LOAD(s->streams_finished),
                        canc = LOAD(s->streams_cancelled);
-    head(b, "edgetunnel_streams_open", "gauge", "Streams open now.");
-    et_strbuf_printf(b, "edgetunnel_streams_open %llu\n",
-                     opened >= fin + canc ? opened - fin - canc : 0);
-    head(b, "edgetunnel_streams_opened_total", "counter", "Streams opened.");
-    et_strbuf_printf(b, "edgetunnel_streams_opened_total %llu\n", opened);
+    sample(b, "edgetunnel_streams_open", "gauge", "Streams open now.",
+           opened >= fin + canc ? opened - fin - canc : 0);
+    sample(b, "edgetunnel_streams_opened_total", "counter", "Streams opened.", opened);
     head(b, "edgetunnel_streams_closed_total", "counter",
          "Streams ended: finished (both ENDs) or cancelled (CANCEL, reset, socket lost).");
     et_strbuf_printf(b, "edgetunnel_streams_closed_total{outcome=\"finished\"} %llu\n", fin);
@@ -155,16 +153,15 @@ void et_metrics_write(et_engine *eng, et_strbuf *b)
                      LOAD(s->handshake_refused[kk]) + LOAD(s->frame_errors[kk]));
     et_strbuf_printf(b, "edgetunnel_limit_rejections_total{limit=\"client_conns\"} %llu\n",
                      LOAD(s->limit_client_conns));
-    head(b, "edgetunnel_rate_limited_total", "counter",
-         "New public connections refused by a tunnel's rate limit (--rate-limit).");
-    et_strbuf_printf(b, "edgetunnel_rate_limited_total %llu\n", LOAD(s->rate_limited));
-    head(b, "edgetunnel_streams_idle_closed_total", "counter",
-         "Streams ended because they moved no byte for --idle-timeout.");
-    et_strbuf_printf(b, "edgetunnel_streams_idle_closed_total %llu\n", LOAD(s->idle_closed));
-    head(b, "edgetunnel_record_overtakes_total", "counter",
-         "Records (control frames, other streams' DATA) written ahead of a bulk stream's DATA "
-         "records already built.");
-    et_strbuf_printf(b, "edgetunnel_record_overtakes_total %llu\n", LOAD(s->record_overtakes));
+    sample(b, "edgetunnel_rate_limited_total", "counter",
+           "New public connections refused by a tunnel's rate limit (--rate-limit).",
+           LOAD(s->rate_limited));
+    sample(b, "edgetunnel_streams_idle_closed_total", "counter",
+           "Streams ended because they moved no byte for --idle-timeout.", LOAD(s->idle_closed));
+    sample(b, "edgetunnel_record_overtakes_total", "counter",
+           "Records (control frames, other streams' DATA) written ahead of a bulk stream's DATA "
+           "records already built.",
+           LOAD(s->record_overtakes));
     sample(b, "edgetunnel_flush_yields_total", "counter",
            "Socket flushes that stopped after 64 KiB to let the reactor see other events first.",
            LOAD(s->flush_yields));
@@ -177,20 +174,17 @@ void et_metrics_write(et_engine *eng, et_strbuf *b)
     sample(b, "edgetunnel_window_extra_bytes", "gauge",
            "Receive window granted beyond the initial windows, over every open stream.",
            LOAD(s->window_extra));
-    head(b, "edgetunnel_route_waits_total", "counter",
-         "Public requests held until a session served their host (--route-wait).");
-    et_strbuf_printf(b, "edgetunnel_route_waits_total %llu\n", LOAD(s->route_waits));
+    sample(b, "edgetunnel_route_waits_total", "counter",
+           "Public requests held until a session served their host (--route-wait).",
+           LOAD(s->route_waits));
 
-    head(b, "edgetunnel_late_frames_dropped_total", "counter",
-         "Frames for streams already cancelled (tombstones), dropped quietly.");
-    et_strbuf_printf(b, "edgetunnel_late_frames_dropped_total %llu\n",
-                     LOAD(s->late_frames_dropped));
-    head(b, "edgetunnel_opens_refused_tombstone_total", "counter",
-         "OPENs refused because their CANCEL overtook them.");
-    et_strbuf_printf(b, "edgetunnel_opens_refused_tombstone_total %llu\n",
-                     LOAD(s->opens_refused_tombstone));
-    head(b, "edgetunnel_inbox_full_total", "counter", "Cross-thread hand-overs refused (full).");
-    et_strbuf_printf(b, "edgetunnel_inbox_full_total %llu\n", LOAD(s->inbox_full));
+    sample(b, "edgetunnel_late_frames_dropped_total", "counter",
+           "Frames for streams already cancelled (tombstones), dropped quietly.",
+           LOAD(s->late_frames_dropped));
+    sample(b, "edgetunnel_opens_refused_tombstone_total", "counter",
+           "OPENs refused because their CANCEL overtook them.", LOAD(s->opens_refused_tombstone));
+    sample(b, "edgetunnel_inbox_full_total", "counter", "Cross-thread hand-overs refused (full).",
+           LOAD(s->inbox_full));
 
     head(b, "edgetunnel_health_probes_total", "counter",
          "HEALTH probes of tunnels by outcome (edge: answers received; origin: answers sent).");
@@ -225,9 +219,9 @@ static void sock_info(const et_tsock *ts, et_sock_info *out)
     out->role = ts->role;
     out->state = atomic_load_explicit(&ts->state, memory_order_relaxed);
     memcpy(out->peer, ts->peer, sizeof(out->peer));
+    out->peer[sizeof(out->peer) - 1] = '\0';
     memcpy(out->cc, ts->cc, sizeof(out->cc));
     out->cc[sizeof(out->cc) - 1] = '\0';
-    out->peer[sizeof(out->peer) - 1] = '\0';
 }
 
 unsigned et_session_sockets(et_session *s, et_sock_info *out, unsigned cap)

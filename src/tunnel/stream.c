@@ -435,17 +435,18 @@ void et_stream_on_window(et_stream *s, uint32_t inc)
 /* --- from the peer (DATA -> local socket) ------------------------------------------------ */
 
 /* window_resize returns how much the window |s| grants changes as it returns credit (spec
- * §7.2). A stream alone in its session whose local writer keeps up (nothing queued) and that
- * consumed half its window within ET_WINDOW_GROW_NS, or two of its data socket's shortest round
- * trips when that is longer, is held back by the window, not by its reader: the window doubles, up
- * to ET_WINDOW_GROW_MAX and while every grown window of the engine together stays within
- * ET_WINDOW_GROW_BUDGET (a growth is booked in window_extra here, and taken back by window_unbook
- * if it is not granted). On a busy host this keeps a bulk stream moving while a reactor waits for a
- * core; across a long round trip it is what one stream needs to fill the path. A grown window whose
- * reader falls behind (a quarter of it queued) halves again, back toward ET_WINDOW_DEFAULT, so what
- * a slow reader can make us hold shrinks with it. A stream that goes quiet keeps its grown window
- * (credit, not buffers) until it ends or moves half of it again: the budget bounds what all of them
- * together could make us hold, and once it is spent windows simply stop growing. */
+ * §7.2), and books the change in the engine's window_extra (window_unbook undoes it when the
+ * WINDOW cannot go). A stream alone in its session whose local writer keeps up (nothing queued)
+ * and that consumed half its window within ET_WINDOW_GROW_NS, or two of its data socket's
+ * shortest round trips when that is longer, is held back by the window, not by its reader: the
+ * window doubles, up to ET_WINDOW_GROW_NEAR on a short path and ET_WINDOW_GROW_MAX on a long one,
+ * while every grown window of the engine together stays within ET_WINDOW_GROW_BUDGET. On a busy
+ * host this keeps a bulk stream moving while a reactor waits for a core; across a long round trip
+ * it is what one stream needs to fill the path. A grown window whose reader falls behind (a
+ * quarter of it queued) halves again, back toward ET_WINDOW_DEFAULT, so what a slow reader can
+ * make us hold shrinks with it. A stream that goes quiet keeps its grown window (credit, not
+ * buffers) until it ends or moves half of it again: the budget bounds what all of them together
+ * could make us hold, and once it is spent windows simply stop growing. */
 static int64_t window_resize(et_stream *s, uint64_t now)
 {
     uint32_t win = s->recv_window;
@@ -455,7 +456,9 @@ static int64_t window_resize(et_stream *s, uint64_t now)
          * quarter of it queued with us is slower than the window. */
         if (win <= ET_WINDOW_DEFAULT || queued < win / 4)
             return 0;
-        return -(int64_t)(win / 2 < ET_WINDOW_DEFAULT ? win - ET_WINDOW_DEFAULT : win / 2);
+        uint32_t k = win / 2 < ET_WINDOW_DEFAULT ? win - ET_WINDOW_DEFAULT : win / 2;
+        atomic_fetch_sub_explicit(&s->w->eng->stats.window_extra, k, memory_order_relaxed);
+        return -(int64_t)k;
     }
     /* The path's own round trip, not one the queue of a full link has stretched. Where it is
      * shorter than ET_WINDOW_GROW_NS / 2 (loopback, a LAN) a window beyond ET_WINDOW_GROW_NEAR
@@ -463,12 +466,14 @@ static int64_t window_resize(et_stream *s, uint64_t now)
      * 4 MiB windows under a saturated loopback tunnel put 0.1-0.2 ms on the control-socket
      * cancel's median (bench/README.md). */
     uint64_t rtt2 = 2000ull * atomic_load_explicit(&s->ts->min_rtt_us, memory_order_relaxed);
-    uint64_t fast = rtt2 > ET_WINDOW_GROW_NS ? rtt2 : ET_WINDOW_GROW_NS;
-    uint32_t cap = rtt2 > ET_WINDOW_GROW_NS ? ET_WINDOW_GROW_MAX : ET_WINDOW_GROW_NEAR;
+    bool far = rtt2 > ET_WINDOW_GROW_NS;
+    uint64_t fast = far ? rtt2 : ET_WINDOW_GROW_NS;
+    uint32_t cap = far ? ET_WINDOW_GROW_MAX : ET_WINDOW_GROW_NEAR;
     /* Only a stream alone in its session grows: with more, the sum of their windows already
      * fills the path, and growing them only keeps more bytes in flight ahead of everything else
-     * (measured under a saturated tunnel: +1.3 ms on the control cancel's p99, and edged's RSS
-     * in the soak 24 -> 42 MB). A legacy session's CANCEL rides the data sockets, behind every
+     * (measured with every stream growing: about +1 ms on the control cancel's p99 under a
+     * saturated tunnel, and edged at 33-42 MB RSS in the soak's first minute against 16-20 MB
+     * without; bench/README.md). A legacy session's CANCEL rides the data sockets, behind every
      * byte the window let into them: its windows stay as they started. */
     if (win >= cap || s->end_received || s->sess->legacy ||
         atomic_load_explicit(&s->sess->nstreams, memory_order_relaxed) > 1 ||
@@ -484,12 +489,15 @@ static int64_t window_resize(et_stream *s, uint64_t now)
     return win;
 }
 
-/* window_unbook takes back the growth window_resize booked, when it was not granted. */
+/* window_unbook undoes what window_resize booked in window_extra (|d|), when the WINDOW that
+ * would have granted it could not be queued. */
 static void window_unbook(et_stream *s, int64_t d)
 {
+    _Atomic uint64_t *extra = &s->w->eng->stats.window_extra;
     if (d > 0)
-        atomic_fetch_sub_explicit(&s->w->eng->stats.window_extra, (uint64_t)d,
-                                  memory_order_relaxed);
+        atomic_fetch_sub_explicit(extra, (uint64_t)d, memory_order_relaxed);
+    else if (d < 0)
+        atomic_fetch_add_explicit(extra, (uint64_t)-d, memory_order_relaxed);
 }
 
 static void consumed(et_stream *s, size_t n)
@@ -510,13 +518,10 @@ static void consumed(et_stream *s, size_t n)
         }
         s->recv_limit += inc;
     }
-    et_stats *st = &s->w->eng->stats;
-    if (d > 0) {
-        ET_COUNT(st->window_grows);
-    } else if (d < 0) {
-        atomic_fetch_sub_explicit(&st->window_extra, (uint64_t)-d, memory_order_relaxed);
-        ET_COUNT(st->window_shrinks);
-    }
+    if (d > 0)
+        ET_COUNT(s->w->eng->stats.window_grows);
+    else if (d < 0)
+        ET_COUNT(s->w->eng->stats.window_shrinks);
     s->recv_window = (uint32_t)((int64_t)s->recv_window + d);
     s->window_ns = now;
     s->recv_unacked = 0;
