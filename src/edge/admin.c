@@ -100,6 +100,12 @@ static void frame_msg_run(et_reactor *r, void *arg)
         } else if (et_tsock_queue(ts, &h, &m) == ET_OK) {
             ET_COUNT(eng->stats.push_sent);
             ET_COUNT(ts->sess->push_sent);
+        } else {
+            /* The socket refused it (and is closing): a push is always counted one way. */
+            ET_COUNT(eng->stats.push_dropped);
+            ET_COUNT(ts->sess->push_dropped);
+            et_logf(ET_LOG_INFO, "push_dropped", "push_id=%u tunnel=%s why=queue_failed", fm->id,
+                    ts->sess->tunnel);
         }
     }
     et_tsock_unref(ts);
