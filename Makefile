@@ -141,6 +141,7 @@ test: format-check
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
 	$(Q)$(MAKE) --no-print-directory CC=gcc SANITIZER=address,undefined test-integration
 	$(Q)$(MAKE) --no-print-directory CC=clang SANITIZER=thread test-integration
+	$(Q)$(MAKE) --no-print-directory CC=gcc STATIC=1 test-integration
 
 test-sanitizers:
 	$(Q)$(MAKE) --no-print-directory CC=gcc SANITIZER=address,undefined test-unit

@@ -10,6 +10,7 @@
 #include "et/cli.h"
 #include "et/logf.h"
 #include "et/origin.h"
+#include "et/resolve.h"
 #include "et/tls.h"
 #include "et/token.h"
 #include "et/version.h"
@@ -65,6 +66,18 @@ static int host_of(const char *addr, char *out, size_t n)
     memcpy(out, start, len);
     out[len] = '\0';
     return ET_OK;
+}
+
+/* edge_addr_ok: an address literal, or a name to look up (resolve.h), with a port. */
+static int edge_addr_ok(const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char host[ET_RESOLVE_HOST_MAX + 1];
+    uint16_t port;
+    if (et_sock_parse_addr(addr, &ss, &len) == ET_OK)
+        return ET_OK;
+    return et_resolver_split(addr, host, sizeof(host), &port);
 }
 
 static int add_tcp_route(et_origin_config *cfg, const char *spec)
@@ -226,6 +239,8 @@ static int load(int argc, char **argv, settings *st)
         case 'e':
             snprintf(cfg->edge_addr, sizeof(cfg->edge_addr), "%s", optarg);
             rv = host_of(optarg, cfg->edge_host, sizeof(cfg->edge_host));
+            if (rv == ET_OK)
+                rv = edge_addr_ok(optarg);
             break;
         case 't':
             if (strlen(optarg) > ET_TOKEN_MAX)

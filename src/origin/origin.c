@@ -13,6 +13,7 @@
 
 #include "et/logf.h"
 #include "et/proxy.h"
+#include "et/resolve.h"
 #include "et/token.h"
 #include "et/tls.h"
 #include "et/version.h"
@@ -33,8 +34,11 @@ typedef struct slot {
     unsigned backoff_s;
     uint64_t up_since;
     bool ready;
-    et_timer redial;       /* redial; once retired, the check of a socket still open */
-    uint64_t retire_until; /* retired: the socket is closed by then, streams or not */
+    et_timer redial;              /* redial; once retired, the check of a socket still open */
+    struct sockaddr_storage addr; /* what the last dial connected to, when looked up by name */
+    socklen_t addr_len;           /* 0: the edge was given as an address */
+    bool reached;                 /* the last dial got through TLS */
+    uint64_t retire_until;        /* retired: the socket is closed by then, streams or not */
 } slot;
 
 /* A generation: one session (control and data sockets) toward the edge, with the settings it
@@ -62,6 +66,7 @@ typedef struct origin_state {
     pthread_mutex_t mu;    /* guards cur */
     gen *cur;              /* owned: the newest generation, which links the older ones */
     _Atomic bool draining; /* SIGTERM: GOAWAY sent, no redials, no new generation */
+    et_resolver *res;      /* owned: the edge's addresses when it is given by name */
 } origin_state;
 
 static origin_state *state_of(et_engine *eng)
@@ -70,6 +75,20 @@ static origin_state *state_of(et_engine *eng)
 }
 
 static void dial(slot *sl);
+
+/* prime_edge looks the edge up now when it is given by name (start and reload, on the main
+ * thread), so the first dials need not wait for the resolver's thread. */
+static void prime_edge(origin_state *os, const et_origin_config *cfg)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char host[ET_RESOLVE_HOST_MAX + 1];
+    uint16_t port;
+    if (et_sock_parse_addr(cfg->edge_addr, &ss, &len) == ET_OK ||
+        et_resolver_split(cfg->edge_addr, host, sizeof(host), &port) < 0)
+        return;
+    (void)et_resolver_prime(os->res, host, port); /* a failure is logged; dials ask again */
+}
 
 static void redial_fire(et_reactor *r, et_timer *t)
 {
@@ -107,13 +126,30 @@ static void dial(slot *sl)
     struct sockaddr_storage ss;
     socklen_t sl_len;
     int fd = -1;
+    sl->addr_len = 0;
+    sl->reached = false;
     if (et_sock_parse_addr(cfg->edge_addr, &ss, &sl_len) < 0) {
-        et_logf(ET_LOG_ERROR, "bad_edge_address", "edge=%s", cfg->edge_addr);
-        return;
+        /* A name: the address its last lookup gave (never a lookup here, on the reactor). */
+        char host[ET_RESOLVE_HOST_MAX + 1];
+        uint16_t port;
+        if (et_resolver_split(cfg->edge_addr, host, sizeof(host), &port) < 0) {
+            et_logf(ET_LOG_ERROR, "bad_edge_address", "edge=%s", cfg->edge_addr);
+            return; /* originctl checked it: not reached */
+        }
+        if (et_resolver_pick(state_of(sl->w->eng)->res, host, port, &ss, &sl_len) < 0) {
+            et_logf(ET_LOG_DEBUG, "dial_waits", "edge=%s why=\"no address known yet\"",
+                    cfg->edge_addr);
+            schedule_redial(sl);
+            return;
+        }
+        sl->addr = ss;
+        sl->addr_len = sl_len;
     }
     int rv = et_sock_connect_start((struct sockaddr *)&ss, sl_len, &fd);
     if (rv < 0 && rv != ET_E_AGAIN) {
         et_logf(ET_LOG_WARN, "connect_failed", "edge=%s errno=%d", cfg->edge_addr, errno);
+        if (sl->addr_len > 0)
+            et_resolver_failed(state_of(sl->w->eng)->res, &sl->addr, sl->addr_len);
         schedule_redial(sl);
         return;
     }
@@ -322,6 +358,7 @@ void et_origin_reload(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
         return;
     }
     et_engine_swap_ssl_ctx(eng, ctx); /* the new generation's sockets use it */
+    prime_edge(os, g->cfg);
     char hex[2 * ET_SESSION_ID_LEN + 1];
     et_session_hex(g->sess->id, hex);
     et_logf(ET_LOG_INFO, "reloaded", "generation=%u session=%s data=%u control=%d", g->number, hex,
@@ -386,6 +423,7 @@ static int origin_tls_done(et_tsock *ts)
 {
     slot *sl = ts->side;
     const et_origin_config *cfg = sl->g->cfg;
+    sl->reached = true;
     if (!et_tls_alpn_ok(ts->ssl)) {
         et_logf(ET_LOG_WARN, "tls_failed", "why=\"edge did not select ALPN %s\"", ET_TLS_ALPN);
         return ET_E_TLS;
@@ -479,6 +517,8 @@ static void origin_closed(et_tsock *ts)
     if (sl->ts != ts)
         return;
     sl->ts = NULL;
+    if (sl->addr_len > 0 && !sl->reached) /* that address did not answer: the next one */
+        et_resolver_failed(state_of(ts->w->eng)->res, &sl->addr, sl->addr_len);
     if (sl->ready) {
         sl->ready = false;
         atomic_fetch_sub(&sl->g->nready, 1);
@@ -577,6 +617,9 @@ int et_origin_start(et_engine *eng, const et_origin_config *cfg, SSL_CTX *ctx)
     ET_ENSURE(os != NULL, ET_E_NOMEM);
     eng->side_state = os;
     pthread_mutex_init(&os->mu, NULL);
+    os->res = et_resolver_new();
+    ET_ENSURE(os->res != NULL, ET_E_NOMEM);
+    prime_edge(os, cfg);
     gen *first = gen_new(eng, 1, cfg);
     ET_ENSURE(first != NULL, ET_E_NOMEM);
     os->cur = first; /* from the start on, read and written under os->mu */
@@ -610,6 +653,7 @@ void et_origin_cleanup(et_engine *eng)
     et_engine_cleanup(eng);
     if (os != NULL) {
         gen_free_all(os->cur);
+        et_resolver_free(os->res);
         pthread_mutex_destroy(&os->mu);
         free(os);
         eng->side_state = NULL;

@@ -450,12 +450,15 @@ class Origin:
     """A running `originctl connect`."""
 
     def __init__(self, bindir, edge, token, tcp, logdir, pin=None, data_conns=None,
-                 no_control=False, threads=2, extra=()):
+                 no_control=False, threads=2, extra=(), edge_addr=None, wrap=()):
+        """edge_addr: what --edge says (default: the edge's address); wrap: argv words that
+        exec originctl in the end (so the PID stays originctl's)."""
         self.edge = edge
         self.tcp = dict(tcp)
         self.no_control = no_control
         self.data_conns = data_conns
-        argv = [pathlib.Path(bindir) / "originctl", "connect", "--edge", edge.addr,
+        argv = [*wrap, pathlib.Path(bindir) / "originctl", "connect", "--edge",
+                edge_addr or edge.addr,
                 "--token", token, "--pin", pin or edge.pki.pin, "--threads", threads,
                 *DRAIN_DEFAULT]
         for pub, local in self.tcp.items():

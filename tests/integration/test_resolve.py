@@ -1,0 +1,103 @@
+"""The edge by name (`originctl connect --edge NAME:PORT`, PRODUCT.md's interface): the name is
+looked up off the reactors (src/io/resolve.c), a dial that does not reach the edge asks for a
+new lookup, and the redials go where the name points now, without a restart.
+
+The name is real to the resolver and to nobody else: originctl runs in a private mount
+namespace (`unshare --mount`, as root) whose /etc/hosts is a file of the test, bound over the
+real one there only. unshare and sh exec originctl in the end, so the PID the test stops is
+originctl's. The edge listens on 127.0.0.1 only; the first address the name gives is another
+loopback address nobody listens on, so a dial there is refused at once.
+"""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import tunnel
+from tunnel import EchoService, connect, wait_until
+
+NAME = "edge.test"
+
+
+def _can_unshare():
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    r = subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=10)
+    return r.returncode == 0
+
+
+def _echo(port):
+    c = connect(port)
+    try:
+        c.sendall(b"resolve-ping")
+        got = b""
+        for _ in range(64):  # bounded: each pass reads >= 1 byte or ends
+            part = c.recv(64)
+            if not part:
+                break
+            got += part
+            if len(got) >= 12:
+                break
+        return got == b"resolve-ping"
+    finally:
+        c.close()
+
+
+def _origin_by_name(bindir, procs, e, token, tcp, hosts):
+    wrap = ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+            str(hosts)]
+    o = tunnel.Origin(bindir, e, token, tcp, procs.logdir, edge_addr=f"{NAME}:{e.tunnel_port}",
+                      wrap=wrap)
+    procs.add(o.proc)
+    return o
+
+
+def test_edge_by_name_follows_the_name(bindir, procs, edge, services, tmp_path):
+    if not _can_unshare():
+        pytest.fail("this test needs root and unshare --mount (util-linux), as CI has")
+    svc = services.add(EchoService())
+    e = edge(ports=1)
+    token = e.token("byname", tcp=e.ports)
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.9 {NAME}\n")  # nobody listens there
+    o = _origin_by_name(bindir, procs, e, token, {e.ports[0]: svc.port}, hosts)
+
+    # The start looked the name up (in main, before the reactors dial) and the dials to the
+    # address it gave are refused.
+    ev = o.proc.wait_event("resolved", host=NAME)[0]
+    assert ev["addrs"] == f"127.0.0.9:{e.tunnel_port}", ev
+    o.proc.wait_event("redial", timeout=10)
+    assert not e.proc.events("socket_up")
+
+    # The name moves (same inode: the bind mount sees it). A failed dial asked for a new
+    # lookup; the next redials find the edge, with no restart.
+    with open(hosts, "w") as f:
+        f.write(f"127.0.0.1 {NAME}\n")
+    o.wait_ready(timeout=45)
+    evs = o.proc.wait_event("resolved", host=NAME, count=2, timeout=10)
+    assert evs[-1]["addrs"] == f"127.0.0.1:{e.tunnel_port}", evs
+    assert _echo(e.ports[0]), "no echo through the tunnel dialled by name"
+    assert o.proc.alive()
+
+
+@pytest.mark.parametrize("bad", ["edge test:7000", "edge.test:0", "edge.test:65536",
+                                 "edge.test:", ":7000", "edge.test:70x", "[::1:7000",
+                                 "a" * 254 + ":7000"])
+def test_bad_edge_address_is_refused_at_start(bindir, bad):
+    r = subprocess.run([str(bindir / "originctl"), "connect", "--edge", bad, "--token", "t",
+                        "--insecure"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (bad, r.returncode, r.stderr)
+    assert "bad value" in r.stderr, r.stderr
+
+
+def test_good_edge_addresses_parse(bindir):
+    """Names, literals and bracketed IPv6 pass the syntax check (--print-config opens
+    nothing and looks nothing up)."""
+    for good in ["edge.example.com:7443", "edge-1.internal:1", "localhost:65535",
+                 "127.0.0.1:7443", "[::1]:7443", "my_host:80"]:
+        r = subprocess.run([str(bindir / "originctl"), "connect", "--edge", good, "--token",
+                            "t", "--insecure", "--print-config"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (good, r.stderr)
+        assert f'"edge": "{good}"' in r.stdout or f'"edge":"{good}"' in r.stdout, r.stdout
