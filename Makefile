@@ -3,7 +3,8 @@
 #   make                      build edged and originctl (build/<cc>[-<sanitizer>]/)
 #   make test                 everything CI runs: format check, unit tests under ASan+UBSan with
 #                             gcc and clang, fuzz smoke run, integration tests under ASan+UBSan
-#                             (gcc) and ThreadSanitizer (clang)
+#                             (gcc), ThreadSanitizer (clang), and against the static release
+#                             build (STATIC=1; it fetches Debian's BoringSSL source once)
 #   make test-unit            unit tests in the current configuration (TEST=name for one)
 #   make fuzz                 every fuzz target as libFuzzer (clang) and AFL++ binaries
 #   make fuzz-smoke           each libFuzzer target for FUZZ_SECONDS, then a corpus replay

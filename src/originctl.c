@@ -237,6 +237,10 @@ static int load(int argc, char **argv, settings *st)
         int rv = ET_OK;
         switch (opt) {
         case 'e':
+            if (strlen(optarg) >= sizeof(cfg->edge_addr)) {
+                rv = ET_E_CONFIG; /* never cut short: that could change the port */
+                break;
+            }
             snprintf(cfg->edge_addr, sizeof(cfg->edge_addr), "%s", optarg);
             rv = host_of(optarg, cfg->edge_host, sizeof(cfg->edge_host));
             if (rv == ET_OK)

@@ -4,9 +4,11 @@
  * caller's, in et_resolver_prime, which only the main thread calls), and a dial takes whatever
  * address is known now. The addresses of the last lookup are kept and tried one after another:
  * a dial that fails moves the next dials on to the next address and asks for a new lookup, and
- * a dial with addresses older than ET_RESOLVE_REFRESH_S asks for one too, so an edge that moved
- * (a changed A/AAAA record) is reached without a restart. Lookups are at least
- * ET_RESOLVE_MIN_GAP_MS apart.
+ * a dial with addresses older than ET_RESOLVE_REFRESH_S asks for one too (and uses them
+ * meanwhile), so an edge that moved (a changed A/AAAA record) is reached without a restart. The
+ * thread's lookups are at least ET_RESOLVE_MIN_GAP_MS apart. Each name has its own addresses:
+ * after a reload that changed --edge, the old generation's redials and the new one's do not
+ * disturb each other.
  *
  * Thread-safe: any reactor may pick and report; the lock is held only to copy addresses. */
 #ifndef ET_RESOLVE_H
@@ -48,9 +50,10 @@ int et_resolver_prime(et_resolver *r, const char *host, uint16_t port);
 ET_MUST_USE int et_resolver_pick(et_resolver *r, const char *host, uint16_t port,
                                  struct sockaddr_storage *out, socklen_t *len);
 
-/* et_resolver_failed reports that a dial to |a| did not reach the edge: the next dials try the
- * next address, and a new lookup is asked for. */
-void et_resolver_failed(et_resolver *r, const struct sockaddr_storage *a, socklen_t len);
+/* et_resolver_failed reports that a dial of |host|:|port| to |a| did not reach the edge: the
+ * next dials try the next address, and a new lookup is asked for. */
+void et_resolver_failed(et_resolver *r, const char *host, uint16_t port,
+                        const struct sockaddr_storage *a, socklen_t len);
 
 /* et_resolver_lookups returns how many lookups finished (with or without an address). */
 uint64_t et_resolver_lookups(et_resolver *r);

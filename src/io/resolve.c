@@ -15,19 +15,28 @@
 #include "et/logf.h"
 #include "et/reactor.h"
 
-struct et_resolver {
-    pthread_mutex_t mu; /* guards everything below but |lookups| */
-    pthread_cond_t cv;
-    unsigned refs; /* the owner and the thread */
-    bool stop;
+/* One name's addresses. Two generations of originctl may dial two names for a while (a reload
+ * that changed --edge keeps the old sockets until the new ones are up): each has its entry. */
+typedef struct entry {
+    char host[ET_RESOLVE_HOST_MAX + 1]; /* "" : unused */
+    uint16_t port;
     bool want;    /* a lookup is asked for */
     bool failing; /* the last lookup found nothing (logged once until it finds again) */
-    char host[ET_RESOLVE_HOST_MAX + 1];
-    uint16_t port;
     struct sockaddr_storage addrs[ET_RESOLVE_ADDRS_MAX];
     socklen_t lens[ET_RESOLVE_ADDRS_MAX];
     unsigned n, pref;    /* the addresses, and the one dials try now */
     uint64_t fetched_ns; /* when they were looked up (0: never) */
+    uint64_t used_ns;    /* the last pick: the least recent entry makes room for a new name */
+} entry;
+
+#define NAMES 4u
+
+struct et_resolver {
+    pthread_mutex_t mu; /* guards everything below but |lookups| */
+    pthread_cond_t cv;  /* on CLOCK_MONOTONIC */
+    unsigned refs;      /* the owner and the thread */
+    bool stop;
+    entry names[NAMES];
     _Atomic uint64_t lookups;
 };
 
@@ -49,8 +58,42 @@ static bool same_addr(const struct sockaddr_storage *a, socklen_t al,
     return al == bl && memcmp(a, b, al) == 0;
 }
 
-/* lookup runs getaddrinfo for |host|:|port| without the lock and, if the resolver still
- * wants that name, stores what it found. */
+/* find returns the entry of |host|:|port|, or NULL; with the lock. */
+static entry *find(et_resolver *r, const char *host, uint16_t port)
+{
+    for (unsigned i = 0; i < NAMES; i++)
+        if (r->names[i].host[0] != '\0' && r->names[i].port == port &&
+            strcmp(r->names[i].host, host) == 0)
+            return &r->names[i];
+    return NULL;
+}
+
+/* entry_for returns the entry of |host|:|port|, making one (in an unused entry, or in place of
+ * the least recently picked) when there is none; with the lock. */
+static entry *entry_for(et_resolver *r, const char *host, uint16_t port)
+{
+    entry *e = find(r, host, port);
+    if (e != NULL)
+        return e;
+    e = &r->names[0];
+    for (unsigned i = 0; i < NAMES; i++) {
+        entry *c = &r->names[i];
+        if (c->host[0] == '\0') {
+            e = c;
+            break;
+        }
+        if (c->used_ns < e->used_ns)
+            e = c;
+    }
+    memset(e, 0, sizeof(*e));
+    snprintf(e->host, sizeof(e->host), "%s", host);
+    e->port = port;
+    e->used_ns = et_now_ns();
+    return e;
+}
+
+/* lookup runs getaddrinfo for |host|:|port| without the lock and stores what it found in the
+ * name's entry, if it still has one. */
 static bool lookup(et_resolver *r, const char *host, uint16_t port)
 {
     char service[8];
@@ -59,6 +102,8 @@ static bool lookup(et_resolver *r, const char *host, uint16_t port)
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
+    /* No AI_ADDRCONFIG: it ignores loopback, so a host with loopback only would find nothing;
+     * getaddrinfo's own order (RFC 6724) already puts destinations it has no route to last. */
     hints.ai_flags = AI_NUMERICSERV;
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(host, service, &hints, &res);
@@ -95,33 +140,32 @@ static bool lookup(et_resolver *r, const char *host, uint16_t port)
     }
 
     pthread_mutex_lock(&r->mu);
-    bool current = strcmp(r->host, host) == 0 && r->port == port;
-    bool changed = false;
-    if (current) {
-        r->fetched_ns = et_now_ns();
+    entry *e = find(r, host, port);
+    bool changed = false, was_failing = false;
+    if (e != NULL) {
+        e->fetched_ns = et_now_ns();
         if (n > 0) {
-            changed = n != r->n;
+            changed = n != e->n;
             for (unsigned i = 0; i < n && !changed; i++)
-                changed = !same_addr(&found[i], lens[i], &r->addrs[i], r->lens[i]);
+                changed = !same_addr(&found[i], lens[i], &e->addrs[i], e->lens[i]);
             /* Dials stay with the address they use now if it is still there. */
             unsigned pref = 0;
-            for (unsigned i = 0; i < n && r->pref < r->n; i++)
-                if (same_addr(&found[i], lens[i], &r->addrs[r->pref], r->lens[r->pref]))
+            for (unsigned i = 0; i < n && e->pref < e->n; i++)
+                if (same_addr(&found[i], lens[i], &e->addrs[e->pref], e->lens[e->pref]))
                     pref = i;
-            memcpy(r->addrs, found, n * sizeof(found[0]));
-            memcpy(r->lens, lens, n * sizeof(lens[0]));
-            r->n = n;
-            r->pref = pref;
+            memcpy(e->addrs, found, n * sizeof(found[0]));
+            memcpy(e->lens, lens, n * sizeof(lens[0]));
+            e->n = n;
+            e->pref = pref;
         }
         /* Nothing found: the addresses we had stay (a DNS outage is no reason to stop). */
+        was_failing = e->failing;
+        e->failing = n == 0;
     }
-    bool was_failing = r->failing;
-    if (current)
-        r->failing = n == 0;
     pthread_mutex_unlock(&r->mu);
 
-    if (!current)
-        return n > 0;
+    if (e == NULL)
+        return n > 0; /* the name was dropped meanwhile */
     if (n == 0 && !was_failing)
         et_logf(ET_LOG_WARN, "resolve_failed", "host=%s error=\"%s\"", host,
                 gai == 0 ? "no IPv4 or IPv6 address" : gai_strerror(gai));
@@ -130,13 +174,22 @@ static bool lookup(et_resolver *r, const char *host, uint16_t port)
     return n > 0;
 }
 
+static entry *wanted(et_resolver *r)
+{
+    for (unsigned i = 0; i < NAMES; i++)
+        if (r->names[i].host[0] != '\0' && r->names[i].want)
+            return &r->names[i];
+    return NULL;
+}
+
 static void *resolver_main(void *arg)
 {
     et_resolver *r = arg;
     uint64_t last_ns = 0;
     pthread_mutex_lock(&r->mu);
     for (;;) {
-        while (!r->stop && !r->want)
+        entry *e = NULL;
+        while (!r->stop && (e = wanted(r)) == NULL)
             pthread_cond_wait(&r->cv, &r->mu);
         if (r->stop)
             break;
@@ -144,22 +197,15 @@ static void *resolver_main(void *arg)
         uint64_t now = et_now_ns();
         uint64_t gap = (uint64_t)ET_RESOLVE_MIN_GAP_MS * 1000000u;
         if (last_ns != 0 && now - last_ns < gap) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t wait = gap - (now - last_ns);
-            ts.tv_sec += (time_t)(wait / 1000000000u);
-            ts.tv_nsec += (long)(wait % 1000000000u);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            uint64_t until = last_ns + gap; /* CLOCK_MONOTONIC, as the condition variable */
+            struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
             (void)pthread_cond_timedwait(&r->cv, &r->mu, &ts);
             continue;
         }
-        r->want = false;
-        char host[sizeof(r->host)];
-        memcpy(host, r->host, sizeof(host));
-        uint16_t port = r->port;
+        e->want = false;
+        char host[sizeof(e->host)];
+        memcpy(host, e->host, sizeof(host));
+        uint16_t port = e->port;
         pthread_mutex_unlock(&r->mu);
         (void)lookup(r, host, port);
         last_ns = et_now_ns();
@@ -179,7 +225,11 @@ et_resolver *et_resolver_new(void)
     if (r == NULL)
         return NULL;
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
     r->refs = 2;
     pthread_t th;
     if (pthread_create(&th, NULL, resolver_main, r) != 0) {
@@ -204,6 +254,55 @@ void et_resolver_free(et_resolver *r)
         destroy(r);
 }
 
+/* name_ok: a host name as RFC 1123 and RFC 3696 §2 have it (labels of 1-63 letters, digits,
+ * '-' not first or last, and '_' as service names use; one trailing dot; a last label that is
+ * not all digits, which would be a mistyped IPv4 address), or an IPv6 literal with an optional
+ * %zone when |v6| (it was in brackets). */
+static bool name_ok(const char *h, size_t len, bool v6)
+{
+    if (v6) {
+        char a[INET6_ADDRSTRLEN + 1];
+        size_t n = 0;
+        while (n < len && h[n] != '%')
+            n++;
+        if (n == 0 || n >= sizeof(a) || n + 1 == len)
+            return false; /* empty, too long, or an empty zone */
+        for (size_t i = n + 1; i < len; i++) {
+            char c = h[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_' || c == '.'))
+                return false;
+        }
+        memcpy(a, h, n);
+        a[n] = '\0';
+        struct in6_addr in6;
+        return inet_pton(AF_INET6, a, &in6) == 1;
+    }
+    if (len > 1 && h[len - 1] == '.')
+        len--; /* a fully qualified name */
+    size_t label = 0;
+    bool digits = true; /* the current label is all digits */
+    for (size_t i = 0; i <= len; i++) {
+        char c = i < len ? h[i] : '.';
+        if (c == '.') {
+            if (label == 0 || label > 63 || h[i - 1] == '-')
+                return false;
+            if (i == len && digits)
+                return false;
+            label = 0;
+            digits = true;
+            continue;
+        }
+        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        bool digit = c >= '0' && c <= '9';
+        if (!alpha && !digit && !(c == '-' && label > 0))
+            return false;
+        digits = digits && digit;
+        label++;
+    }
+    return true;
+}
+
 int et_resolver_split(const char *addr, char *host, size_t host_n, uint16_t *port)
 {
     ET_ENSURE(addr != NULL && host != NULL && port != NULL && host_n > 0, ET_E_USAGE);
@@ -218,12 +317,7 @@ int et_resolver_split(const char *addr, char *host, size_t host_n, uint16_t *por
         len -= 2;
     }
     ET_ENSURE(len > 0 && len <= ET_RESOLVE_HOST_MAX && len < host_n, ET_E_CONFIG);
-    for (size_t i = 0; i < len; i++) {
-        char c = start[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '.' || (!v6 && c == '_') || (v6 && (c == ':' || c == '%'));
-        ET_ENSURE(ok, ET_E_CONFIG);
-    }
+    ET_ENSURE(name_ok(start, len, v6), ET_E_CONFIG);
     const char *p = colon + 1;
     ET_ENSURE(*p != '\0' && strlen(p) <= 5, ET_E_CONFIG);
     unsigned long v = 0;
@@ -238,25 +332,11 @@ int et_resolver_split(const char *addr, char *host, size_t host_n, uint16_t *por
     return ET_OK;
 }
 
-/* set_name makes |host|:|port| the resolver's name (forgetting another one's addresses);
- * called with the lock. */
-static void set_name(et_resolver *r, const char *host, uint16_t port)
-{
-    if (strcmp(r->host, host) == 0 && r->port == port)
-        return;
-    snprintf(r->host, sizeof(r->host), "%s", host);
-    r->port = port;
-    r->n = 0;
-    r->pref = 0;
-    r->fetched_ns = 0;
-    r->failing = false;
-}
-
 int et_resolver_prime(et_resolver *r, const char *host, uint16_t port)
 {
     ET_ENSURE(r != NULL && host != NULL && strlen(host) <= ET_RESOLVE_HOST_MAX, ET_E_USAGE);
     pthread_mutex_lock(&r->mu);
-    set_name(r, host, port);
+    (void)entry_for(r, host, port);
     pthread_mutex_unlock(&r->mu);
     return lookup(r, host, port) ? ET_OK : ET_E_IO;
 }
@@ -267,30 +347,35 @@ int et_resolver_pick(et_resolver *r, const char *host, uint16_t port, struct soc
     ET_ENSURE(r != NULL && host != NULL && strlen(host) <= ET_RESOLVE_HOST_MAX, ET_E_USAGE);
     int rv = ET_E_AGAIN;
     pthread_mutex_lock(&r->mu);
-    set_name(r, host, port);
+    entry *e = entry_for(r, host, port);
     uint64_t now = et_now_ns();
-    if (r->n == 0 || now - r->fetched_ns >= (uint64_t)ET_RESOLVE_REFRESH_S * 1000000000u) {
-        r->want = true;
+    e->used_ns = now;
+    if (e->n == 0 || now - e->fetched_ns >= (uint64_t)ET_RESOLVE_REFRESH_S * 1000000000u) {
+        e->want = true;
         pthread_cond_signal(&r->cv);
     }
-    if (r->n > 0) {
-        *out = r->addrs[r->pref];
-        *len = r->lens[r->pref];
+    if (e->n > 0) {
+        *out = e->addrs[e->pref];
+        *len = e->lens[e->pref];
         rv = ET_OK;
     }
     pthread_mutex_unlock(&r->mu);
     return rv;
 }
 
-void et_resolver_failed(et_resolver *r, const struct sockaddr_storage *a, socklen_t len)
+void et_resolver_failed(et_resolver *r, const char *host, uint16_t port,
+                        const struct sockaddr_storage *a, socklen_t len)
 {
-    if (r == NULL || a == NULL)
+    if (r == NULL || host == NULL || a == NULL)
         return;
     pthread_mutex_lock(&r->mu);
-    if (r->n > 0 && same_addr(a, len, &r->addrs[r->pref], r->lens[r->pref]))
-        r->pref = (r->pref + 1) % r->n; /* the first report moves them on, the others agree */
-    r->want = true;
-    pthread_cond_signal(&r->cv);
+    entry *e = find(r, host, port);
+    if (e != NULL) {
+        if (e->n > 0 && same_addr(a, len, &e->addrs[e->pref], e->lens[e->pref]))
+            e->pref = (e->pref + 1) % e->n; /* the first report moves them on, others agree */
+        e->want = true;
+        pthread_cond_signal(&r->cv);
+    }
     pthread_mutex_unlock(&r->mu);
 }
 

@@ -118,6 +118,20 @@ static void schedule_redial(slot *sl)
         et_logf(ET_LOG_ERROR, "timer_failed", "what=redial");
 }
 
+/* report_failed tells the resolver that the slot's last dial, to an address its lookup gave,
+ * did not get through TLS; not when we closed it ourselves (retired, stopping, draining). */
+static void report_failed(slot *sl)
+{
+    et_engine *eng = sl->w->eng;
+    origin_state *os = state_of(eng);
+    char host[ET_RESOLVE_HOST_MAX + 1];
+    uint16_t port;
+    if (atomic_load(&sl->g->retired) || atomic_load(&eng->stopping) || atomic_load(&os->draining) ||
+        et_resolver_split(sl->g->cfg->edge_addr, host, sizeof(host), &port) < 0)
+        return;
+    et_resolver_failed(os->res, host, port, &sl->addr, sl->addr_len);
+}
+
 static void dial(slot *sl)
 {
     const et_origin_config *cfg = sl->g->cfg;
@@ -149,7 +163,7 @@ static void dial(slot *sl)
     if (rv < 0 && rv != ET_E_AGAIN) {
         et_logf(ET_LOG_WARN, "connect_failed", "edge=%s errno=%d", cfg->edge_addr, errno);
         if (sl->addr_len > 0)
-            et_resolver_failed(state_of(sl->w->eng)->res, &sl->addr, sl->addr_len);
+            report_failed(sl);
         schedule_redial(sl);
         return;
     }
@@ -518,7 +532,7 @@ static void origin_closed(et_tsock *ts)
         return;
     sl->ts = NULL;
     if (sl->addr_len > 0 && !sl->reached) /* that address did not answer: the next one */
-        et_resolver_failed(state_of(ts->w->eng)->res, &sl->addr, sl->addr_len);
+        report_failed(sl);
     if (sl->ready) {
         sl->ready = false;
         atomic_fetch_sub(&sl->g->nready, 1);

@@ -5,8 +5,9 @@ new lookup, and the redials go where the name points now, without a restart.
 The name is real to the resolver and to nobody else: originctl runs in a private mount
 namespace (`unshare --mount`, as root) whose /etc/hosts is a file of the test, bound over the
 real one there only. unshare and sh exec originctl in the end, so the PID the test stops is
-originctl's. The edge listens on 127.0.0.1 only; the first address the name gives is another
-loopback address nobody listens on, so a dial there is refused at once.
+originctl's. The edge listens on 127.0.0.1 only; the name first gives another loopback
+address nobody listens on, so a dial there is refused at once, then ::1 (where nobody listens
+either) ahead of 127.0.0.1, so the dials must move on from the first address to the second.
 """
 import os
 import shutil
@@ -70,20 +71,27 @@ def test_edge_by_name_follows_the_name(bindir, procs, edge, services, tmp_path):
     o.proc.wait_event("redial", timeout=10)
     assert not e.proc.events("socket_up")
 
-    # The name moves (same inode: the bind mount sees it). A failed dial asked for a new
-    # lookup; the next redials find the edge, with no restart.
+    # The name moves (same inode: the bind mount sees it), to two addresses: ::1 first
+    # (getaddrinfo's order, RFC 6724: IPv6 loopback before IPv4), where nobody listens either,
+    # then the edge's. A failed dial asked for a new lookup; the dials to ::1 are refused and
+    # move the next ones on to 127.0.0.1, which answers: no restart.
     with open(hosts, "w") as f:
-        f.write(f"127.0.0.1 {NAME}\n")
-    o.wait_ready(timeout=45)
+        f.write(f"::1 {NAME}\n127.0.0.1 {NAME}\n")
+    o.wait_ready(timeout=60)
     evs = o.proc.wait_event("resolved", host=NAME, count=2, timeout=10)
-    assert evs[-1]["addrs"] == f"127.0.0.1:{e.tunnel_port}", evs
+    port = e.tunnel_port
+    assert evs[1]["addrs"] == f"[::1]:{port},127.0.0.1:{port}", evs
     assert _echo(e.ports[0]), "no echo through the tunnel dialled by name"
     assert o.proc.alive()
 
 
 @pytest.mark.parametrize("bad", ["edge test:7000", "edge.test:0", "edge.test:65536",
                                  "edge.test:", ":7000", "edge.test:70x", "[::1:7000",
-                                 "a" * 254 + ":7000"])
+                                 "a" * 254 + ":7000", "[edge.test]:7000", "300.1.1.1:7000",
+                                 "-edge.test:7000",
+                                 # a good name, 256 characters with the port: cut to fit, it
+                                 # would still parse, with port 6553
+                                 ("a" * 61 + ".") * 4 + "bb:65535"])
 def test_bad_edge_address_is_refused_at_start(bindir, bad):
     r = subprocess.run([str(bindir / "originctl"), "connect", "--edge", bad, "--token", "t",
                         "--insecure"], capture_output=True, text=True, timeout=30)

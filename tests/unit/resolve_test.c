@@ -29,19 +29,54 @@ static void test_split(void **state)
     assert_int_equal(et_resolver_split("my_host-2:65535", host, sizeof(host), &port), ET_OK);
     assert_int_equal(port, 65535);
 
+    const char *good[] = {"edge.example.com.:80", "[::1]:80", "a:1", "x1-2.y_z.example:443",
+                          "[fe80::1%eth0.5]:7"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_int_equal(et_resolver_split(good[i], host, sizeof(host), &port), ET_OK);
+
+    /* 253 characters in labels of 63: the longest name; one more is too long. */
     char longest[ET_RESOLVE_HOST_MAX + 8];
     memset(longest, 'a', ET_RESOLVE_HOST_MAX);
+    longest[63] = longest[127] = longest[191] = '.';
     snprintf(longest + ET_RESOLVE_HOST_MAX, 8, ":80");
     assert_int_equal(et_resolver_split(longest, host, sizeof(host), &port), ET_OK);
     assert_int_equal(strlen(host), ET_RESOLVE_HOST_MAX);
+    char label64[80];
+    memset(label64, 'b', 64);
+    snprintf(label64 + 64, 16, ".example:80");
 
     char toolong[ET_RESOLVE_HOST_MAX + 8];
     memset(toolong, 'a', ET_RESOLVE_HOST_MAX + 1);
     snprintf(toolong + ET_RESOLVE_HOST_MAX + 1, 6, ":80");
-    const char *bad[] = {
-        "",        "edge",     ":80",      "edge:",   "edge:0", "edge:65536", "edge:123456",
-        "edge:8x", "ed ge:80", "ed/ge:80", "[::1:80", "[]:80",  "[a_b]:80",   "edge:+80",
-        "edge:-1", toolong};
+    const char *bad[] = {"",
+                         "edge",
+                         ":80",
+                         "edge:",
+                         "edge:0",
+                         "edge:65536",
+                         "edge:123456",
+                         "edge:8x",
+                         "ed ge:80",
+                         "ed/ge:80",
+                         "[::1:80",
+                         "[]:80",
+                         "[a_b]:80",
+                         "edge:+80",
+                         "edge:-1",
+                         toolong,
+                         label64,
+                         "[edge.example.com]:80",
+                         "-a.example:80",
+                         "a-.example:80",
+                         "a..b:80",
+                         ".a:80",
+                         "300.1.1.1:80",
+                         "1.2.3:80",
+                         "a.b.:80.",
+                         "[fe80::1%]:1",
+                         "[fe80::1%e/0]:1",
+                         "edge..:80",
+                         "[1::2::3]:80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         port = 7;
         assert_int_equal(et_resolver_split(bad[i], host, sizeof(host), &port), ET_E_CONFIG);
@@ -74,7 +109,7 @@ static void test_prime_pick_failed(void **state)
 
     /* A failed dial asks the thread for a new lookup (one address: the same one again). */
     uint64_t before = et_resolver_lookups(r);
-    et_resolver_failed(r, &ss, len);
+    et_resolver_failed(r, "127.0.0.7", 9, &ss, len);
     for (int i = 0; i < 300 && et_resolver_lookups(r) == before; i++)
         sleep_ms(10);
     assert_true(et_resolver_lookups(r) > before);
@@ -90,6 +125,18 @@ static void test_prime_pick_failed(void **state)
     assert_int_equal(rv, ET_OK);
     assert_int_equal(ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr), 0x7f000008u);
     assert_int_equal(ntohs(((const struct sockaddr_in *)&ss)->sin_port), 10);
+
+    /* Two names side by side (a reload that changed --edge while the old sockets redial):
+     * neither forgets the other's addresses. */
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(et_resolver_pick(r, "127.0.0.7", 9, &ss, &len), ET_OK);
+        assert_int_equal(ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr), 0x7f000007u);
+        assert_int_equal(et_resolver_pick(r, "127.0.0.8", 10, &ss, &len), ET_OK);
+        assert_int_equal(ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr), 0x7f000008u);
+    }
+    /* A report for a name it does not know changes nothing. */
+    et_resolver_failed(r, "127.0.0.99", 9, &ss, len);
+    assert_int_equal(et_resolver_pick(r, "127.0.0.8", 10, &ss, &len), ET_OK);
     et_resolver_free(r);
 }
 
