@@ -27,11 +27,11 @@
 
 typedef struct et_resolver et_resolver;
 
-/* et_resolver_new starts a resolver (its thread waits until a lookup is asked for); NULL when
- * out of memory or threads. */
+/* et_resolver_new makes a resolver; its thread starts with the first lookup asked for (never,
+ * for an edge given as an address). NULL when out of memory. */
 et_resolver *et_resolver_new(void);
 
-/* et_resolver_free stops it. The thread may be inside getaddrinfo(): it is not waited for, and
+/* et_resolver_free stops it. Its thread may be inside getaddrinfo(): it is not waited for, and
  * frees what it shares with us when it returns. NULL is a no-op. */
 void et_resolver_free(et_resolver *r);
 

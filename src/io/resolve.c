@@ -34,8 +34,10 @@ typedef struct entry {
 struct et_resolver {
     pthread_mutex_t mu; /* guards everything below but |lookups| */
     pthread_cond_t cv;  /* on CLOCK_MONOTONIC */
-    unsigned refs;      /* the owner and the thread */
+    unsigned refs;      /* the owner, and the thread once it runs */
     bool stop;
+    bool started; /* the thread runs: only once a lookup is asked for (an edge given as an
+                   * address never costs a thread) */
     entry names[NAMES];
     _Atomic uint64_t lookups;
 };
@@ -230,14 +232,27 @@ et_resolver *et_resolver_new(void)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&r->cv, &ca);
     pthread_condattr_destroy(&ca);
-    r->refs = 2;
-    pthread_t th;
-    if (pthread_create(&th, NULL, resolver_main, r) != 0) {
-        destroy(r);
-        return NULL;
-    }
-    pthread_detach(th);
+    r->refs = 1;
     return r;
+}
+
+/* ask asks the thread for a lookup of |e|, starting the thread the first time; with the lock.
+ * Without a thread (none could be made) the dials keep the addresses they have and the next
+ * ask tries again. */
+static void ask(et_resolver *r, entry *e)
+{
+    e->want = true;
+    if (!r->started && !r->stop) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, resolver_main, r) == 0) {
+            pthread_detach(th);
+            r->started = true;
+            r->refs++;
+        } else {
+            et_logf(ET_LOG_WARN, "resolver_thread_failed", "errno=%d", errno);
+        }
+    }
+    pthread_cond_signal(&r->cv);
 }
 
 void et_resolver_free(et_resolver *r)
@@ -350,10 +365,8 @@ int et_resolver_pick(et_resolver *r, const char *host, uint16_t port, struct soc
     entry *e = entry_for(r, host, port);
     uint64_t now = et_now_ns();
     e->used_ns = now;
-    if (e->n == 0 || now - e->fetched_ns >= (uint64_t)ET_RESOLVE_REFRESH_S * 1000000000u) {
-        e->want = true;
-        pthread_cond_signal(&r->cv);
-    }
+    if (e->n == 0 || now - e->fetched_ns >= (uint64_t)ET_RESOLVE_REFRESH_S * 1000000000u)
+        ask(r, e);
     if (e->n > 0) {
         *out = e->addrs[e->pref];
         *len = e->lens[e->pref];
@@ -373,8 +386,7 @@ void et_resolver_failed(et_resolver *r, const char *host, uint16_t port,
     if (e != NULL) {
         if (e->n > 0 && same_addr(a, len, &e->addrs[e->pref], e->lens[e->pref]))
             e->pref = (e->pref + 1) % e->n; /* the first report moves them on, others agree */
-        e->want = true;
-        pthread_cond_signal(&r->cv);
+        ask(r, e);
     }
     pthread_mutex_unlock(&r->mu);
 }
