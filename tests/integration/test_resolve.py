@@ -11,12 +11,13 @@ either) ahead of 127.0.0.1, so the dials must move on from the first address to 
 """
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
 
 import tunnel
-from tunnel import EchoService, connect, wait_until
+from tunnel import EchoService, connect
 
 NAME = "edge.test"
 
@@ -45,11 +46,13 @@ def _echo(port):
         c.close()
 
 
-def _origin_by_name(bindir, procs, e, token, tcp, hosts):
+def _origin_by_name(bindir, procs, e, token, tcp, hosts, edge_addr=None, extra=()):
     wrap = ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
             str(hosts)]
-    o = tunnel.Origin(bindir, e, token, tcp, procs.logdir, edge_addr=f"{NAME}:{e.tunnel_port}",
-                      wrap=wrap)
+    if edge_addr is None:
+        edge_addr = f"{NAME}:{e.tunnel_port}"
+    o = tunnel.Origin(bindir, e, token, tcp, procs.logdir, edge_addr=edge_addr, wrap=wrap,
+                      extra=extra)
     procs.add(o.proc)
     return o
 
@@ -82,6 +85,32 @@ def test_edge_by_name_follows_the_name(bindir, procs, edge, services, tmp_path):
     port = e.tunnel_port
     assert evs[1]["addrs"] == f"[::1]:{port},127.0.0.1:{port}", evs
     assert _echo(e.ports[0]), "no echo through the tunnel dialled by name"
+    assert o.proc.alive()
+
+
+def test_reload_from_an_address_to_a_name(bindir, procs, edge, services, tmp_path):
+    """SIGHUP with a config file whose edge changed from an address to a name: the name is
+    looked up (an address never was) and the new generation dials it and gets ready."""
+    if not _can_unshare():
+        pytest.fail("this test needs root and unshare --mount (util-linux), as CI has")
+    svc = services.add(EchoService())
+    e = edge(ports=1)
+    token = e.token("reload-name", tcp=e.ports)
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 {NAME}\n")
+    conf = tmp_path / "originctl.conf"
+    conf.write_text(f"edge = {e.addr}\n")
+    o = _origin_by_name(bindir, procs, e, token, {e.ports[0]: svc.port}, hosts, edge_addr="",
+                        extra=("--config", conf))
+    o.wait_ready()
+    assert not o.proc.events("resolved"), "an address needs no lookup"
+    conf.write_text(f"edge = {NAME}:{e.tunnel_port}\n")
+    os.kill(o.proc.pid, signal.SIGHUP)
+    o.proc.wait_event("reloaded", 10, generation=2)
+    ev = o.proc.wait_event("resolved", 10, host=NAME)[0]
+    assert ev["addrs"] == f"127.0.0.1:{e.tunnel_port}", ev
+    o.proc.wait_event("ready", 20, generation=2)
+    assert _echo(e.ports[0]), "no echo after the reload to a name"
     assert o.proc.alive()
 
 

@@ -451,14 +451,15 @@ class Origin:
 
     def __init__(self, bindir, edge, token, tcp, logdir, pin=None, data_conns=None,
                  no_control=False, threads=2, extra=(), edge_addr=None, wrap=()):
-        """edge_addr: what --edge says (default: the edge's address); wrap: argv words that
-        exec originctl in the end (so the PID stays originctl's)."""
+        """edge_addr: what --edge says (default: the edge's address; "": no --edge flag, a
+        --config file in `extra` names the edge); wrap: argv words that exec originctl in the
+        end (so the PID stays originctl's)."""
         self.edge = edge
         self.tcp = dict(tcp)
         self.no_control = no_control
         self.data_conns = data_conns
-        argv = [*wrap, pathlib.Path(bindir) / "originctl", "connect", "--edge",
-                edge_addr or edge.addr,
+        edge_flag = [] if edge_addr == "" else ["--edge", edge_addr or edge.addr]
+        argv = [*wrap, pathlib.Path(bindir) / "originctl", "connect", *edge_flag,
                 "--token", token, "--pin", pin or edge.pki.pin, "--threads", threads,
                 *DRAIN_DEFAULT]
         for pub, local in self.tcp.items():
