@@ -10,7 +10,8 @@
  * after a reload that changed --edge, the old generation's redials and the new one's do not
  * disturb each other.
  *
- * Thread-safe: any reactor may pick and report; the lock is held only to copy addresses. */
+ * Thread-safe: any reactor may pick and report; the lock is held to copy addresses and, once,
+ * to start the thread (pthread_create). */
 #ifndef ET_RESOLVE_H
 #define ET_RESOLVE_H
 
@@ -57,5 +58,9 @@ void et_resolver_failed(et_resolver *r, const char *host, uint16_t port,
 
 /* et_resolver_lookups returns how many lookups finished (with or without an address). */
 uint64_t et_resolver_lookups(et_resolver *r);
+
+/* et_resolver_threads returns how many resolver threads run in the process (a thread ends a
+ * moment after et_resolver_free, or after its getaddrinfo returns). */
+unsigned et_resolver_threads(void);
 
 #endif

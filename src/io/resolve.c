@@ -36,11 +36,15 @@ struct et_resolver {
     pthread_cond_t cv;  /* on CLOCK_MONOTONIC */
     unsigned refs;      /* the owner, and the thread once it runs */
     bool stop;
-    bool started; /* the thread runs: only once a lookup is asked for (an edge given as an
-                   * address never costs a thread) */
+    bool started;      /* the thread runs: only once a lookup is asked for (an edge given as an
+                        * address never costs a thread) */
+    bool spawn_warned; /* a failed pthread_create was logged */
     entry names[NAMES];
     _Atomic uint64_t lookups;
 };
+
+/* Resolver threads running, in the whole process (et_resolver_threads). */
+static _Atomic unsigned resolver_threads;
 
 static void unref_locked(et_resolver *r, bool *free_it)
 {
@@ -218,6 +222,7 @@ static void *resolver_main(void *arg)
     pthread_mutex_unlock(&r->mu);
     if (free_it)
         destroy(r);
+    atomic_fetch_sub(&resolver_threads, 1);
     return NULL;
 }
 
@@ -238,21 +243,33 @@ et_resolver *et_resolver_new(void)
 
 /* ask asks the thread for a lookup of |e|, starting the thread the first time; with the lock.
  * Without a thread (none could be made) the dials keep the addresses they have and the next
- * ask tries again. */
-static void ask(et_resolver *r, entry *e)
+ * ask tries again. Returns pthread_create's error the first time it fails (for the caller to
+ * log once the lock is released), else 0. */
+static int ask(et_resolver *r, entry *e)
 {
     e->want = true;
+    int err = 0;
     if (!r->started && !r->stop) {
         pthread_t th;
-        if (pthread_create(&th, NULL, resolver_main, r) == 0) {
+        int rc = pthread_create(&th, NULL, resolver_main, r);
+        if (rc == 0) {
             pthread_detach(th);
             r->started = true;
             r->refs++;
-        } else {
-            et_logf(ET_LOG_WARN, "resolver_thread_failed", "errno=%d", errno);
+            atomic_fetch_add(&resolver_threads, 1);
+        } else if (!r->spawn_warned) {
+            r->spawn_warned = true;
+            err = rc;
         }
     }
     pthread_cond_signal(&r->cv);
+    return err;
+}
+
+static void ask_failed(int err)
+{
+    if (err != 0)
+        et_logf(ET_LOG_WARN, "resolver_thread_failed", "error=%d", err);
 }
 
 void et_resolver_free(et_resolver *r)
@@ -365,14 +382,16 @@ int et_resolver_pick(et_resolver *r, const char *host, uint16_t port, struct soc
     entry *e = entry_for(r, host, port);
     uint64_t now = et_now_ns();
     e->used_ns = now;
+    int err = 0;
     if (e->n == 0 || now - e->fetched_ns >= (uint64_t)ET_RESOLVE_REFRESH_S * 1000000000u)
-        ask(r, e);
+        err = ask(r, e);
     if (e->n > 0) {
         *out = e->addrs[e->pref];
         *len = e->lens[e->pref];
         rv = ET_OK;
     }
     pthread_mutex_unlock(&r->mu);
+    ask_failed(err);
     return rv;
 }
 
@@ -381,17 +400,24 @@ void et_resolver_failed(et_resolver *r, const char *host, uint16_t port,
 {
     if (r == NULL || host == NULL || a == NULL)
         return;
+    int err = 0;
     pthread_mutex_lock(&r->mu);
     entry *e = find(r, host, port);
     if (e != NULL) {
         if (e->n > 0 && same_addr(a, len, &e->addrs[e->pref], e->lens[e->pref]))
             e->pref = (e->pref + 1) % e->n; /* the first report moves them on, others agree */
-        ask(r, e);
+        err = ask(r, e);
     }
     pthread_mutex_unlock(&r->mu);
+    ask_failed(err);
 }
 
 uint64_t et_resolver_lookups(et_resolver *r)
 {
     return r != NULL ? atomic_load(&r->lookups) : 0;
+}
+
+unsigned et_resolver_threads(void)
+{
+    return atomic_load(&resolver_threads);
 }

@@ -78,12 +78,16 @@ def test_edge_by_name_follows_the_name(bindir, procs, edge, services, tmp_path):
     # (getaddrinfo's order, RFC 6724: IPv6 loopback before IPv4), where nobody listens either,
     # then the edge's. A failed dial asked for a new lookup; the dials to ::1 are refused and
     # move the next ones on to 127.0.0.1, which answers: no restart.
-    with open(hosts, "w") as f:
-        f.write(f"::1 {NAME}\n127.0.0.1 {NAME}\n")
+    new = f"::1 {NAME}\n127.0.0.1 {NAME}\n"
+    assert len(new) > len(hosts.read_text())
+    with open(hosts, "r+") as f:  # overwritten in place, never seen empty (no truncation)
+        f.write(new)
     o.wait_ready(timeout=60)
     evs = o.proc.wait_event("resolved", host=NAME, count=2, timeout=10)
     port = e.tunnel_port
-    assert evs[1]["addrs"] == f"[::1]:{port},127.0.0.1:{port}", evs
+    assert evs[1]["addrs"] == f"[::1]:{port},127.0.0.1:{port}", (
+        "getaddrinfo did not put ::1 first (no IPv6 loopback, or an /etc/gai.conf?): "
+        "the test cannot make the dials move on", evs)
     assert _echo(e.ports[0]), "no echo through the tunnel dialled by name"
     assert o.proc.alive()
 

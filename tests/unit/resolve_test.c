@@ -2,9 +2,10 @@
  *
  * et_resolver_split's syntax (names, bracketed IPv6, ports, lengths), and the resolver's life:
  * a numeric host primed and picked, a pick of a name not looked up yet (ET_E_AGAIN, then an
- * address once the thread has looked it up), a failed dial asking for another lookup, and a
- * resolver freed while its thread waits and while it has a lookup to do. Only numeric hosts
- * and "localhost" are looked up (no DNS server is needed). */
+ * address once the thread has looked it up), a failed dial asking for another lookup, the gap
+ * between lookups, no thread until one is needed, and a resolver freed before its thread
+ * starts, while it has a lookup to do and while it waits out the gap (the thread must end). Only
+ * numeric hosts and "localhost" are looked up (no DNS server is needed). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -98,6 +99,7 @@ static void test_prime_pick_failed(void **state)
     et_resolver *r = et_resolver_new();
     assert_non_null(r);
     assert_int_equal(et_resolver_prime(r, "127.0.0.7", 9), ET_OK);
+    assert_int_equal(et_resolver_threads(), 0); /* primed on this thread: none started */
     struct sockaddr_storage ss;
     socklen_t len = 0;
     assert_int_equal(et_resolver_pick(r, "127.0.0.7", 9, &ss, &len), ET_OK);
@@ -110,7 +112,18 @@ static void test_prime_pick_failed(void **state)
     /* A failed dial asks the thread for a new lookup (one address: the same one again). */
     uint64_t before = et_resolver_lookups(r);
     et_resolver_failed(r, "127.0.0.7", 9, &ss, len);
-    for (int i = 0; i < 300 && et_resolver_lookups(r) == before; i++)
+    for (int i = 0; i < 1000 && et_resolver_lookups(r) == before; i++)
+        sleep_ms(10);
+    assert_true(et_resolver_lookups(r) > before);
+    assert_int_equal(et_resolver_threads(), 1);
+
+    /* Lookups at least ET_RESOLVE_MIN_GAP_MS apart: one asked for right after the last one
+     * waits (a slow machine only makes it wait longer), then happens. */
+    before = et_resolver_lookups(r);
+    et_resolver_failed(r, "127.0.0.7", 9, &ss, len);
+    sleep_ms(ET_RESOLVE_MIN_GAP_MS / 4);
+    assert_int_equal(et_resolver_lookups(r), before);
+    for (int i = 0; i < 1000 && et_resolver_lookups(r) == before; i++)
         sleep_ms(10);
     assert_true(et_resolver_lookups(r) > before);
     assert_int_equal(et_resolver_pick(r, "127.0.0.7", 9, &ss, &len), ET_OK);
@@ -118,7 +131,7 @@ static void test_prime_pick_failed(void **state)
 
     /* Another name: nothing known until the thread has looked it up; never a wait here. */
     int rv = et_resolver_pick(r, "127.0.0.8", 10, &ss, &len);
-    for (int i = 0; i < 300 && rv == ET_E_AGAIN; i++) {
+    for (int i = 0; i < 1000 && rv == ET_E_AGAIN; i++) {
         sleep_ms(10);
         rv = et_resolver_pick(r, "127.0.0.8", 10, &ss, &len);
     }
@@ -138,6 +151,9 @@ static void test_prime_pick_failed(void **state)
     et_resolver_failed(r, "127.0.0.99", 9, &ss, len);
     assert_int_equal(et_resolver_pick(r, "127.0.0.8", 10, &ss, &len), ET_OK);
     et_resolver_free(r);
+    for (int i = 0; i < 1000 && et_resolver_threads() > 0; i++)
+        sleep_ms(10);
+    assert_int_equal(et_resolver_threads(), 0); /* the thread ended (and freed it) */
 }
 
 static void test_free_with_work_pending(void **state)
@@ -152,7 +168,23 @@ static void test_free_with_work_pending(void **state)
     assert_int_equal(et_resolver_pick(r, "localhost", 80, &ss, &len), ET_E_AGAIN);
     et_resolver_free(r);
     et_resolver_free(NULL);
-    sleep_ms(50); /* the thread's own free, before the leak check at exit */
+    for (int i = 0; i < 1000 && et_resolver_threads() > 0; i++)
+        sleep_ms(10);
+    assert_int_equal(et_resolver_threads(), 0);
+
+    /* Freed while the thread waits out the gap between two lookups. */
+    r = et_resolver_new();
+    assert_non_null(r);
+    assert_int_equal(et_resolver_pick(r, "127.0.0.5", 80, &ss, &len), ET_E_AGAIN);
+    for (int i = 0; i < 1000 && et_resolver_lookups(r) == 0; i++)
+        sleep_ms(10);
+    assert_int_equal(et_resolver_pick(r, "127.0.0.5", 80, &ss, &len), ET_OK);
+    et_resolver_failed(r, "127.0.0.5", 80, &ss, len); /* the thread now waits for the gap */
+    sleep_ms(50);
+    et_resolver_free(r);
+    for (int i = 0; i < 1000 && et_resolver_threads() > 0; i++)
+        sleep_ms(10);
+    assert_int_equal(et_resolver_threads(), 0);
 }
 
 int main(void)
