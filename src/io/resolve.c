@@ -46,16 +46,20 @@ struct et_resolver {
 /* Resolver threads running, in the whole process (et_resolver_threads). */
 static _Atomic unsigned resolver_threads;
 
-static void unref_locked(et_resolver *r, bool *free_it)
-{
-    *free_it = --r->refs == 0;
-}
-
 static void destroy(et_resolver *r)
 {
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     free(r);
+}
+
+/* release drops a reference, with the lock (which it releases); the last one frees |r|. */
+static void release(et_resolver *r)
+{
+    bool last = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (last)
+        destroy(r);
 }
 
 static bool same_addr(const struct sockaddr_storage *a, socklen_t al,
@@ -122,28 +126,17 @@ static bool lookup(et_resolver *r, const char *host, uint16_t port)
         if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
             ai->ai_addrlen > sizeof(found[0]))
             continue;
-        bool dup = false;
-        for (unsigned i = 0; i < n && !dup; i++)
-            dup = lens[i] == ai->ai_addrlen && memcmp(&found[i], ai->ai_addr, lens[i]) == 0;
-        if (dup)
-            continue;
         memset(&found[n], 0, sizeof(found[n]));
         memcpy(&found[n], ai->ai_addr, ai->ai_addrlen);
-        lens[n++] = (socklen_t)ai->ai_addrlen;
+        bool dup = false;
+        for (unsigned i = 0; i < n && !dup; i++)
+            dup = same_addr(&found[i], lens[i], &found[n], (socklen_t)ai->ai_addrlen);
+        if (!dup)
+            lens[n++] = (socklen_t)ai->ai_addrlen;
     }
     if (res != NULL)
         freeaddrinfo(res);
     atomic_fetch_add(&r->lookups, 1);
-
-    char list[ET_RESOLVE_ADDRS_MAX * 50] = "";
-    size_t off = 0;
-    for (unsigned i = 0; i < n; i++) {
-        char a[64];
-        et_cli_addr_text(&found[i], a, sizeof(a));
-        int k = snprintf(list + off, sizeof(list) - off, "%s%s", i ? "," : "", a);
-        if (k > 0 && (size_t)k < sizeof(list) - off)
-            off += (size_t)k;
-    }
 
     pthread_mutex_lock(&r->mu);
     entry *e = find(r, host, port);
@@ -175,8 +168,18 @@ static bool lookup(et_resolver *r, const char *host, uint16_t port)
     if (n == 0 && !was_failing)
         et_logf(ET_LOG_WARN, "resolve_failed", "host=%s error=\"%s\"", host,
                 gai == 0 ? "no IPv4 or IPv6 address" : gai_strerror(gai));
-    else if (n > 0 && (changed || was_failing))
+    else if (n > 0 && (changed || was_failing)) {
+        char list[ET_RESOLVE_ADDRS_MAX * 50] = "";
+        size_t off = 0;
+        for (unsigned i = 0; i < n; i++) {
+            char a[64];
+            et_cli_addr_text(&found[i], a, sizeof(a));
+            int k = snprintf(list + off, sizeof(list) - off, "%s%s", i ? "," : "", a);
+            if (k > 0 && (size_t)k < sizeof(list) - off)
+                off += (size_t)k;
+        }
         et_logf(ET_LOG_INFO, "resolved", "host=%s addrs=%s", host, list);
+    }
     return n > 0;
 }
 
@@ -217,11 +220,7 @@ static void *resolver_main(void *arg)
         last_ns = et_now_ns();
         pthread_mutex_lock(&r->mu);
     }
-    bool free_it;
-    unref_locked(r, &free_it);
-    pthread_mutex_unlock(&r->mu);
-    if (free_it)
-        destroy(r);
+    release(r);
     atomic_fetch_sub(&resolver_threads, 1);
     return NULL;
 }
@@ -279,11 +278,7 @@ void et_resolver_free(et_resolver *r)
     pthread_mutex_lock(&r->mu);
     r->stop = true;
     pthread_cond_signal(&r->cv);
-    bool free_it;
-    unref_locked(r, &free_it);
-    pthread_mutex_unlock(&r->mu);
-    if (free_it)
-        destroy(r);
+    release(r);
 }
 
 /* name_ok: a host name as RFC 1123 and RFC 3696 §2 have it (labels of 1-63 letters, digits,

@@ -5,22 +5,7 @@ import os
 import signal
 import time
 
-from tunnel import EchoService, connect
-
-
-def echo_roundtrip(port, payload=b"ping-through-the-tunnel"):
-    c = connect(port)
-    try:
-        c.settimeout(20)
-        c.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = c.recv(len(payload) - len(got))
-            assert chunk, "closed before the echo came back"
-            got += chunk
-        return got
-    finally:
-        c.close()
+from tunnel import EchoService, echo_roundtrip
 
 
 def test_stopped_edge_is_noticed_and_the_tunnel_comes_back(edge, origin, services):

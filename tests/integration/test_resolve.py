@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 import tunnel
-from tunnel import EchoService, connect
+from tunnel import EchoService, echo_roundtrip
 
 NAME = "edge.test"
 
@@ -29,21 +29,16 @@ def _can_unshare():
     return r.returncode == 0
 
 
-def _echo(port):
-    c = connect(port)
-    try:
-        c.sendall(b"resolve-ping")
-        got = b""
-        for _ in range(64):  # bounded: each pass reads >= 1 byte or ends
-            part = c.recv(64)
-            if not part:
-                break
-            got += part
-            if len(got) >= 12:
-                break
-        return got == b"resolve-ping"
-    finally:
-        c.close()
+def _by_name_setup(edge, services, tmp_path, name, hosts_text):
+    """An echo service behind a one-port edge, its token, and the hosts file originctl will
+    see (with `hosts_text`)."""
+    if not _can_unshare():
+        pytest.fail("this test needs root and unshare --mount (util-linux), as CI has")
+    svc = services.add(EchoService())
+    e = edge(ports=1)
+    hosts = tmp_path / "hosts"
+    hosts.write_text(hosts_text)
+    return e, e.token(name, tcp=e.ports), {e.ports[0]: svc.port}, hosts
 
 
 def _origin_by_name(bindir, procs, e, token, tcp, hosts, edge_addr=None, extra=()):
@@ -58,14 +53,10 @@ def _origin_by_name(bindir, procs, e, token, tcp, hosts, edge_addr=None, extra=(
 
 
 def test_edge_by_name_follows_the_name(bindir, procs, edge, services, tmp_path):
-    if not _can_unshare():
-        pytest.fail("this test needs root and unshare --mount (util-linux), as CI has")
-    svc = services.add(EchoService())
-    e = edge(ports=1)
-    token = e.token("byname", tcp=e.ports)
-    hosts = tmp_path / "hosts"
-    hosts.write_text(f"127.0.0.9 {NAME}\n")  # nobody listens there
-    o = _origin_by_name(bindir, procs, e, token, {e.ports[0]: svc.port}, hosts)
+    # Nobody listens on 127.0.0.9.
+    e, token, tcp, hosts = _by_name_setup(edge, services, tmp_path, "byname",
+                                          f"127.0.0.9 {NAME}\n")
+    o = _origin_by_name(bindir, procs, e, token, tcp, hosts)
 
     # The start looked the name up (in main, before the reactors dial) and the dials to the
     # address it gave are refused.
@@ -88,23 +79,18 @@ def test_edge_by_name_follows_the_name(bindir, procs, edge, services, tmp_path):
     assert evs[1]["addrs"] == f"[::1]:{port},127.0.0.1:{port}", (
         "getaddrinfo did not put ::1 first (no IPv6 loopback, or an /etc/gai.conf?): "
         "the test cannot make the dials move on", evs)
-    assert _echo(e.ports[0]), "no echo through the tunnel dialled by name"
+    assert echo_roundtrip(e.ports[0]) == b"ping-through-the-tunnel", "dialled by name"
     assert o.proc.alive()
 
 
 def test_reload_from_an_address_to_a_name(bindir, procs, edge, services, tmp_path):
     """SIGHUP with a config file whose edge changed from an address to a name: the name is
     looked up (an address never was) and the new generation dials it and gets ready."""
-    if not _can_unshare():
-        pytest.fail("this test needs root and unshare --mount (util-linux), as CI has")
-    svc = services.add(EchoService())
-    e = edge(ports=1)
-    token = e.token("reload-name", tcp=e.ports)
-    hosts = tmp_path / "hosts"
-    hosts.write_text(f"127.0.0.1 {NAME}\n")
+    e, token, tcp, hosts = _by_name_setup(edge, services, tmp_path, "reload-name",
+                                          f"127.0.0.1 {NAME}\n")
     conf = tmp_path / "originctl.conf"
     conf.write_text(f"edge = {e.addr}\n")
-    o = _origin_by_name(bindir, procs, e, token, {e.ports[0]: svc.port}, hosts, edge_addr="",
+    o = _origin_by_name(bindir, procs, e, token, tcp, hosts, edge_addr="",
                         extra=("--config", conf))
     o.wait_ready()
     assert not o.proc.events("resolved"), "an address needs no lookup"
@@ -114,7 +100,7 @@ def test_reload_from_an_address_to_a_name(bindir, procs, edge, services, tmp_pat
     ev = o.proc.wait_event("resolved", 10, host=NAME)[0]
     assert ev["addrs"] == f"127.0.0.1:{e.tunnel_port}", ev
     o.proc.wait_event("ready", 20, generation=2)
-    assert _echo(e.ports[0]), "no echo after the reload to a name"
+    assert echo_roundtrip(e.ports[0]) == b"ping-through-the-tunnel", "after the reload"
     assert o.proc.alive()
 
 

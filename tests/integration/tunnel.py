@@ -755,6 +755,23 @@ def connect(port, timeout=IO_TIMEOUT):
     return s
 
 
+def echo_roundtrip(port, payload=b"ping-through-the-tunnel"):
+    """Send `payload` to an EchoService behind public `port` and return what came back (each
+    pass reads >= 1 byte or fails; each read waits at most 20 s)."""
+    c = connect(port)
+    try:
+        c.settimeout(20)
+        c.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = c.recv(len(payload) - len(got))
+            assert chunk, "closed before the echo came back"
+            got += chunk
+        return got
+    finally:
+        c.close()
+
+
 class Received:
     """What a public client read: count, sha256, how it ended (eof, or error: an errno name)."""
 
