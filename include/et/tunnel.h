@@ -81,6 +81,8 @@ typedef struct et_stats {
     _Atomic uint64_t window_shrinks;        /* grown windows halved: the local reader fell behind */
     _Atomic uint64_t window_extra;          /* gauge: bytes granted beyond the initial windows */
     _Atomic uint64_t flush_yields;          /* flushes cut at FLUSH_BUDGET, resumed later */
+    _Atomic uint64_t control_demotions;     /* the control worker left SCHED_FIFO: CPU budget */
+    _Atomic uint64_t control_realtime;      /* gauge: 1 while the control worker is SCHED_FIFO */
     _Atomic uint64_t handshake_refused_tls; /* TLS itself failed (not a wire error code) */
     _Atomic uint64_t handshake_refused[ET_STAT_REASONS];
     _Atomic uint64_t frame_errors[ET_STAT_REASONS];
@@ -156,6 +158,15 @@ struct et_worker {
     void *side;               /* side-specific per-worker state (listeners); owned by the side */
 };
 
+/* The control worker's scheduling (engine.c, control_sched_*); its thread only. */
+typedef struct et_ctl_sched {
+    bool realtime;          /* SCHED_FIFO was granted: the budget below applies */
+    bool demoted;           /* SCHED_OTHER (nice -10) until |until_ns|: it spent its budget */
+    uint64_t window_ns;     /* start of the budget window (et_reactor_now) */
+    uint64_t window_cpu_ns; /* the thread's CPU time at |window_ns| */
+    uint64_t until_ns;
+} et_ctl_sched;
+
 struct et_engine {
     et_side side;
     const et_side_ops *ops;
@@ -164,6 +175,7 @@ struct et_engine {
     unsigned nworkers;                     /* data workers */
     et_worker workers[ET_MAX_WORKERS + 1]; /* the data workers, then the control worker */
     et_worker *control;                    /* &workers[nworkers]: owns the control sockets */
+    et_ctl_sched ctl_sched;                /* the control worker's policy and CPU budget */
     pthread_mutex_t reg_mu;                /* guards reg and et_stream.cancelled */
     et_stream_table *reg;                  /* owned: the registry (see the top of this file) */
     et_stats stats;

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -141,24 +144,118 @@ static void sweep_fire(et_reactor *r, et_timer *t)
         et_logf(ET_LOG_ERROR, "timer_failed", "worker=%u", w->index);
 }
 
-/* control_priority raises the control worker's thread to nice -10 when allowed. It is idle
- * almost always and runs for cancels and control frames, which must not wait long behind data
- * workers for a time slice. Not a real-time policy: a peer flooding the control socket must
- * not be able to monopolise a CPU. Without the privilege (CAP_SYS_NICE) it stays at the
- * process's nice: logged, not fatal. */
-static void control_priority(void)
+/* The control worker's scheduling. It is idle almost always and runs for cancels and control
+ * frames, which must not wait behind a data worker for a time slice: at nice -10 a cancel still
+ * waited up to about a millisecond on a 2-core machine with both cores busy moving data
+ * (bench/README.md). So it runs SCHED_FIFO at priority 1 where the process may (CAP_SYS_NICE or
+ * RLIMIT_RTPRIO), else at nice -10, else at the process's nice: logged, not fatal.
+ * EDGETUNNEL_CONTROL_SCHED=nice keeps it off SCHED_FIFO. SCHED_RESET_ON_FORK: a thread it
+ * starts does not inherit the policy.
+ *
+ * A real-time thread that reads peer bytes would let the peer take a CPU from everything else
+ * (a flood of PINGs on the control socket). So it has a CPU budget: over a window of at least
+ * CTL_WINDOW_NS of wall time it may use 1/CTL_SHARE of it; past that it drops to SCHED_OTHER
+ * (nice -10) until CTL_DEMOTE_NS after the last window it overspent, then goes back. Counted
+ * (control_demotions, the control_realtime gauge) and logged. The check runs before each
+ * epoll_wait and reads the thread's clock only once a window has passed; one loop iteration is
+ * bounded (256 events, flushes cut at 64 KiB), so an overspent window is seen within one
+ * iteration of its end. The kernel's own limit on real-time CPU (sched_rt_runtime_us) is the
+ * backstop, not the plan. */
+#define CTL_WINDOW_NS 100000000ull  /* 100 ms */
+#define CTL_SHARE     5u            /* 20% of one CPU */
+#define CTL_DEMOTE_NS 1000000000ull /* 1 s */
+
+static uint64_t thread_cpu_ns(void)
 {
-    int rc = setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10);
-    et_logf(rc == 0 ? ET_LOG_DEBUG : ET_LOG_INFO, "control_priority", "nice=%d errno=%d",
-            rc == 0 ? -10 : 0, rc == 0 ? 0 : errno);
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* set_fifo puts the calling thread under SCHED_FIFO 1 (|on|) or SCHED_OTHER; returns 0 or the
+ * errno. SCHED_OTHER keeps the thread's nice. */
+static int set_fifo(bool on)
+{
+    struct sched_param sp = {.sched_priority = on ? 1 : 0};
+    int policy = on ? SCHED_FIFO | SCHED_RESET_ON_FORK : SCHED_OTHER;
+    return sched_setscheduler(0, policy, &sp) == 0 ? 0 : errno;
+}
+
+static void control_budget(et_reactor *r, void *arg)
+{
+    et_engine *eng = arg;
+    et_ctl_sched *cs = &eng->ctl_sched;
+    uint64_t now = et_reactor_now(r);
+    if (now - cs->window_ns < CTL_WINDOW_NS)
+        return;
+    uint64_t cpu = thread_cpu_ns();
+    if (cpu < cs->window_cpu_ns)
+        return; /* the clock failed (0): no reading, keep the window */
+    uint64_t spent = cpu - cs->window_cpu_ns, wall = now - cs->window_ns;
+    cs->window_ns = now;
+    cs->window_cpu_ns = cpu;
+    if (spent * CTL_SHARE > wall) {
+        cs->until_ns = now + CTL_DEMOTE_NS;
+        if (cs->demoted)
+            return;
+        int e = set_fifo(false);
+        if (e != 0) {
+            et_logf(ET_LOG_ERROR, "control_demote_failed", "errno=%d", e);
+            return;
+        }
+        cs->demoted = true;
+        ET_COUNT(eng->stats.control_demotions);
+        atomic_store_explicit(&eng->stats.control_realtime, 0, memory_order_relaxed);
+        et_logf(ET_LOG_WARN, "control_demoted", "cpu_us=%llu wall_us=%llu for_ms=%llu",
+                (unsigned long long)(spent / 1000), (unsigned long long)(wall / 1000),
+                (unsigned long long)(CTL_DEMOTE_NS / 1000000));
+    } else if (cs->demoted && now >= cs->until_ns) {
+        int e = set_fifo(true);
+        cs->demoted = false;
+        if (e != 0) {
+            cs->realtime = false; /* the privilege went away: stay at nice -10 */
+            et_reactor_set_before_sleep(r, NULL, NULL);
+        } else {
+            atomic_store_explicit(&eng->stats.control_realtime, 1, memory_order_relaxed);
+        }
+        et_logf(e == 0 ? ET_LOG_INFO : ET_LOG_WARN, "control_promoted", "policy=%s errno=%d",
+                e == 0 ? "fifo" : "other", e);
+    }
+}
+
+/* control_sched sets the control worker's policy at its start (see above). */
+static void control_sched(et_reactor *r, et_engine *eng)
+{
+    et_ctl_sched *cs = &eng->ctl_sched;
+    int nice_e = setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10) == 0 ? 0 : errno;
+    const char *want = getenv("EDGETUNNEL_CONTROL_SCHED");
+    bool fifo = want == NULL || strcmp(want, "nice") != 0;
+    int fifo_e = fifo ? set_fifo(true) : 0;
+    cs->realtime = fifo && fifo_e == 0;
+    if (cs->realtime) {
+        cs->window_ns = et_reactor_now(r);
+        cs->window_cpu_ns = thread_cpu_ns();
+        atomic_store_explicit(&eng->stats.control_realtime, 1, memory_order_relaxed);
+        et_reactor_set_before_sleep(r, control_budget, eng);
+    }
+    et_logf(cs->realtime || !fifo ? ET_LOG_DEBUG : ET_LOG_INFO, "control_sched",
+            "policy=%s nice=%d errno=%d", cs->realtime ? "fifo" : "other", nice_e == 0 ? -10 : 0,
+            fifo_e != 0 ? fifo_e : nice_e);
 }
 
 static void worker_hello(et_reactor *r, void *arg)
 {
     tl_worker = arg;
     et_worker *w = arg;
-    if (w == w->eng->control)
-        control_priority();
+    char name[16];
+    if (w == w->eng->control) {
+        control_sched(r, w->eng);
+        snprintf(name, sizeof(name), "et-control");
+    } else {
+        snprintf(name, sizeof(name), "et-worker-%u", w->index);
+    }
+    pthread_setname_np(pthread_self(), name);
     if (et_timer_arm(r, &w->sweep, et_reactor_now(r) + 1000000000ull) < 0)
         et_logf(ET_LOG_ERROR, "timer_failed", "worker=%u", w->index);
 }
@@ -296,14 +393,15 @@ void et_engine_log_stats(et_engine *eng)
             "opens_refused_tombstone=%llu public_refused=%llu inbox_full=%llu "
             "handshake_refused_tls=%llu limit_streams=%llu limit_client_conns=%llu "
             "limit_tunnels=%llu rate_limited=%llu idle_closed=%llu record_overtakes=%llu "
-            "window_grows=%llu window_shrinks=%llu window_extra=%llu flush_yields=%llu%s",
+            "window_grows=%llu window_shrinks=%llu window_extra=%llu flush_yields=%llu "
+            "control_demotions=%llu%s",
             V(sockets_up), V(sockets_down), V(streams_opened), V(streams_finished),
             V(streams_cancelled), V(bytes_to_peer), V(bytes_from_peer), V(cancels_sent_control),
             V(cancels_sent_data), V(cancels_recv_control), V(cancels_recv_data), V(cancel_acks),
             V(late_frames_dropped), V(opens_refused_tombstone), V(public_refused), V(inbox_full),
             V(handshake_refused_tls), V(limit_streams), V(limit_client_conns), V(limit_tunnels),
             V(rate_limited), V(idle_closed), V(record_overtakes), V(window_grows),
-            V(window_shrinks), V(window_extra), V(flush_yields), extra);
+            V(window_shrinks), V(window_extra), V(flush_yields), V(control_demotions), extra);
 #undef V
 }
 

@@ -165,6 +165,12 @@ void et_metrics_write(et_engine *eng, et_strbuf *b)
     sample(b, "edgetunnel_flush_yields_total", "counter",
            "Socket flushes that stopped after 64 KiB to let the reactor see other events first.",
            LOAD(s->flush_yields));
+    sample(b, "edgetunnel_control_realtime", "gauge",
+           "1 while the control worker (cancels, control frames) runs SCHED_FIFO, else 0.",
+           LOAD(s->control_realtime));
+    sample(b, "edgetunnel_control_demotions_total", "counter",
+           "Times the control worker left SCHED_FIFO for a while: it used over 20% of a CPU.",
+           LOAD(s->control_demotions));
     sample(b, "edgetunnel_window_grows_total", "counter",
            "Stream receive windows doubled: the window, not the reader, held the stream back.",
            LOAD(s->window_grows));

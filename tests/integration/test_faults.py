@@ -7,6 +7,7 @@ other tunnels carry on; a flood of forged tokens is refused and counted.
 Sockets are killed from outside with `ss -K` (SOCK_DESTROY, as root), the way a middlebox or a
 crashed NAT would end them: both ends see an abort.
 """
+import errno
 import os
 import random
 import socket
@@ -18,7 +19,7 @@ import time
 
 from tunnel import (
     KiB, LOCAL, MiB, EchoService, FuncService, SourceService, abort, as_int, b64url, connect,
-    mint_token, pattern_digest, read_stream, wait_until,
+    echo_roundtrip, mint_token, pattern_digest, read_stream, wait_until,
 )
 
 HDR = struct.Struct(">IIIBBH")  # payload_length, user_channel, stream_id, action, flags, reserved
@@ -374,3 +375,131 @@ def test_max_frame_is_announced_and_enforced(edge, origin, services):
     expect_close(rd, 0x0003)
     s.close()
     assert o.proc.alive()
+
+
+# ---------------------------------------------------------------------------------------------
+# The control worker's real-time policy and its CPU budget
+
+
+def _thread_policy(pid, comm):
+    """The scheduling policy (0 SCHED_OTHER, 1 SCHED_FIFO) of the thread of `pid` named `comm`
+    (proc(5): field 41 of /proc/PID/task/TID/stat), or None when there is no such thread."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue
+        return int(stat.rsplit(")", 1)[1].split()[38])
+    return None
+
+
+def test_control_worker_is_realtime_and_a_ping_flood_demotes_it(edge, origin, services):
+    """Both control workers run SCHED_FIFO; a peer flooding a control socket with PINGs makes
+    edged's spend its CPU budget, so it drops to SCHED_OTHER (counted, logged) while the flood
+    lasts and goes back to SCHED_FIFO after it; the tunnel carries on throughout."""
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("SCHED_FIFO needs CAP_SYS_NICE: the tests run as root in CI")
+    from admin_helpers import metrics, with_admin
+
+    echo = services.add(EchoService())
+    e, e_admin = with_admin(edge, ports=1)
+    o = origin(e, e.token("good", tcp=e.ports), {e.ports[0]: echo.port})
+    FIFO, OTHER = 1, 0
+    wait_until(lambda: _thread_policy(e.proc.pid, "et-control") == FIFO, 10, "edged FIFO")
+    wait_until(lambda: _thread_policy(o.proc.pid, "et-control") == FIFO, 10, "originctl FIFO")
+    assert _thread_policy(e.proc.pid, "et-worker-0") == OTHER
+    m = metrics(e_admin)
+    assert m.value("edgetunnel_control_realtime") == 1
+    assert m.value("edgetunnel_control_demotions_total") == 0
+
+    s, rd = _hs_no_routes_role(e, mint_token(e.token_key, "evil"), ROLE_CONTROL)
+    blob = b"".join(HDR.pack(8, 0, 0, A_PING, 0, 0) + struct.pack(">Q", i) for i in range(4096))
+    stop = threading.Event()
+    got = {"pongs": 0}
+
+    def drain():  # read the PONGs so that edged keeps reading PINGs
+        s.settimeout(1)
+        for _ in range(1_000_000):
+            if stop.is_set():
+                return
+            try:
+                data = s.recv(256 * KiB)
+            except socket.timeout:
+                continue
+            except (ssl.SSLError, OSError):
+                return
+            if not data:
+                return
+            got["pongs"] += len(data) // (HDR.size + 8)
+
+    def flood():
+        for _ in range(1_000_000):
+            if stop.is_set():
+                return
+            try:
+                s.sendall(blob)
+            except (ssl.SSLError, OSError):
+                return
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (drain, flood)]
+    for t in threads:
+        t.start()
+    try:
+        e.proc.wait_event("control_demoted", timeout=30)
+        wait_until(lambda: _thread_policy(e.proc.pid, "et-control") == OTHER, 5, "demoted")
+        assert metrics(e_admin).value("edgetunnel_control_demotions_total") >= 1
+        echo_roundtrip(e.ports[0])  # the tunnel still works, flood or not
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    s.close()
+    assert got["pongs"] > 0
+    e.proc.wait_event("control_promoted", timeout=10, policy="fifo")
+    wait_until(lambda: _thread_policy(e.proc.pid, "et-control") == FIFO, 5, "promoted")
+    assert metrics(e_admin).value("edgetunnel_control_realtime") == 1
+    echo_roundtrip(e.ports[0])
+    assert o.proc.stop(grace=10) == 0
+    assert e.proc.stop(grace=10) == 0
+    assert as_int(e.proc.stats(), "control_demotions") >= 1
+    assert as_int(o.proc.stats(), "control_demotions") == 0
+
+
+def _hs_no_routes_role(e, token, role):
+    s = _tls(e.tunnel_port)
+    s.sendall(hello(token, os.urandom(16), role=role))
+    rd = FrameReader(s)
+    f = rd.next()
+    assert f is not None and f[3] == A_WELCOME, f
+    return s, rd
+
+
+def test_control_worker_without_cap_sys_nice_falls_back(edge, origin, services, bindir, procs):
+    """originctl without CAP_SYS_NICE (and RLIMIT_RTPRIO 0, the default): SCHED_FIFO and nice
+    -10 are refused; it says so once (control_sched, at info), runs SCHED_OTHER, and the tunnel
+    works as before."""
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("dropping CAP_SYS_NICE from a root process: the tests run as root in CI")
+    from tunnel import Origin
+    echo = services.add(EchoService())
+    e = edge(ports=1)
+    wrap = ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice", "--"]
+    o = Origin(bindir, e, e.token("plain", tcp=e.ports), {e.ports[0]: echo.port}, procs.logdir,
+               wrap=wrap)
+    procs.add(o.proc)
+    o.wait_ready()
+    (ev,) = o.proc.events("control_sched")
+    assert (ev.get("level"), ev.get("policy"), ev.get("nice"), ev.get("errno")) == (
+        "info", "other", "0", str(errno.EPERM)), ev
+    assert _thread_policy(o.proc.pid, "et-control") == 0
+    wait_until(lambda: _thread_policy(e.proc.pid, "et-control") == 1, 10, "edged FIFO")
+    assert not e.proc.events("control_sched")  # FIFO granted: logged at debug only
+    echo_roundtrip(e.ports[0])
+    assert o.proc.stop(grace=10) == 0
+    assert e.proc.stop(grace=10) == 0

@@ -115,11 +115,11 @@ UNIT_MUST = {
               "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
               "AmbientCapabilities=CAP_NET_BIND_SERVICE",
               "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-              "SystemCallFilter=@system-service"],
+              "SystemCallFilter=@system-service", "LimitRTPRIO=1", "LimitNICE=-10"],
     "originctl": ["DynamicUser=yes", "ProtectSystem=strict", "ProtectHome=yes",
                   "PrivateTmp=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=",
                   "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-                  "SystemCallFilter=@system-service"],
+                  "SystemCallFilter=@system-service", "LimitRTPRIO=1", "LimitNICE=-10"],
 }
 
 
