@@ -158,14 +158,21 @@ struct et_worker {
     void *side;               /* side-specific per-worker state (listeners); owned by the side */
 };
 
-/* The control worker's scheduling (engine.c, control_sched_*); its thread only. */
+/* The control worker's scheduling (engine.c, et_control_budget); its thread only. */
 typedef struct et_ctl_sched {
     bool realtime;          /* SCHED_FIFO was granted: the budget below applies */
-    bool demoted;           /* SCHED_OTHER (nice -10) until |until_ns|: it spent its budget */
-    uint64_t window_ns;     /* start of the budget window (et_reactor_now) */
+    bool demoted;           /* SCHED_OTHER at |base_nice| until |until_ns|: it spent its budget */
+    int base_nice;          /* the thread's nice before it was raised */
+    int high_nice;          /* the nice it runs at when not demoted (-10, or |base_nice|) */
+    uint64_t window_ns;     /* start of the budget window (et_now_ns) */
     uint64_t window_cpu_ns; /* the thread's CPU time at |window_ns| */
     uint64_t until_ns;
 } et_ctl_sched;
+
+/* et_control_budget charges the control worker's CPU time against its budget and demotes or
+ * promotes it (engine.c); a no-op on any other thread or when it is not SCHED_FIFO. Called
+ * before each epoll_wait and after each read turn and channel cancel on the control worker. */
+void et_control_budget(et_engine *eng);
 
 struct et_engine {
     et_side side;

@@ -148,23 +148,27 @@ static void sweep_fire(et_reactor *r, et_timer *t)
  * frames, which must not wait behind a data worker for a time slice: at nice -10 a cancel still
  * waited up to about a millisecond on a 2-core machine with both cores busy moving data
  * (bench/README.md). So it runs SCHED_FIFO at priority 1 where the process may (CAP_SYS_NICE or
- * RLIMIT_RTPRIO), else at nice -10, else at the process's nice: logged, not fatal.
- * EDGETUNNEL_CONTROL_SCHED=nice keeps it off SCHED_FIFO. SCHED_RESET_ON_FORK: a thread it
- * starts does not inherit the policy.
+ * RLIMIT_RTPRIO), else at nice -10, else at the process's nice; a result other than the one
+ * asked for is logged at info. EDGETUNNEL_CONTROL_SCHED=nice asks for nice -10 only. Both
+ * policies carry SCHED_RESET_ON_FORK: a thread it starts (originctl's resolver) gets neither;
+ * and a thread without CAP_SYS_NICE may not clear that flag, so every change keeps it.
  *
  * A real-time thread that reads peer bytes would let the peer take a CPU from everything else
- * (a flood of PINGs on the control socket). So it has a CPU budget: over a window of at least
- * CTL_WINDOW_NS of wall time it may use 1/CTL_SHARE of it; past that it drops to SCHED_OTHER
- * (nice -10) until CTL_DEMOTE_NS after the last window it overspent, then goes back. Counted
- * (control_demotions, the control_realtime gauge) and logged. The check runs before each
- * epoll_wait and reads the thread's clock only once a window has passed; one loop iteration is
- * bounded (256 events, flushes cut at 64 KiB), so an overspent window is seen within one
- * iteration of its end. The kernel's own limit on real-time CPU (sched_rt_runtime_us) is the
- * backstop, not the plan. */
+ * (a flood of PINGs or channel CANCELs on a control socket). So it has a CPU budget: within a
+ * window of CTL_WINDOW_NS it may use CTL_WINDOW_NS / CTL_SHARE of CPU. When it has used more,
+ * it drops to SCHED_OTHER at the nice it started with, at once, and stays there until a window
+ * has begun CTL_DEMOTE_NS after the last one it overspent; then back to SCHED_FIFO and nice
+ * -10. Counted (control_demotions, the control_realtime gauge) and logged. et_control_budget
+ * runs before each epoll_wait, after each read turn of a control socket (at most 64 KiB of
+ * records) and after each channel cancel (a walk of the registry), so the thread never runs
+ * long at FIFO between two looks at its clock. Idle time does not add to the budget: a window
+ * starts at the first look after the last one ended. The kernel's own limit on real-time CPU
+ * (sched_rt_runtime_us) is the backstop, not the plan. */
 #define CTL_WINDOW_NS 100000000ull  /* 100 ms */
-#define CTL_SHARE     5u            /* 20% of one CPU */
+#define CTL_SHARE     5u            /* 20 ms of CPU a window */
 #define CTL_DEMOTE_NS 1000000000ull /* 1 s */
 
+/* thread_cpu_ns returns the calling thread's CPU time, or 0 when the clock fails. */
 static uint64_t thread_cpu_ns(void)
 {
     struct timespec ts;
@@ -173,75 +177,122 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* set_fifo puts the calling thread under SCHED_FIFO 1 (|on|) or SCHED_OTHER; returns 0 or the
- * errno. SCHED_OTHER keeps the thread's nice. */
-static int set_fifo(bool on)
+/* set_sched puts the calling thread under SCHED_FIFO 1 (|fifo|) or SCHED_OTHER, both with
+ * SCHED_RESET_ON_FORK, and at nice |nice| (it matters under SCHED_OTHER only). Returns 0 or
+ * the errno of the policy change; a refused nice is left as it was. */
+static int set_sched(bool fifo, int nice)
 {
-    struct sched_param sp = {.sched_priority = on ? 1 : 0};
-    int policy = on ? SCHED_FIFO | SCHED_RESET_ON_FORK : SCHED_OTHER;
-    return sched_setscheduler(0, policy, &sp) == 0 ? 0 : errno;
+    struct sched_param sp = {.sched_priority = fifo ? 1 : 0};
+    int e = 0;
+    if (sched_setscheduler(0, (fifo ? SCHED_FIFO : SCHED_OTHER) | SCHED_RESET_ON_FORK, &sp) != 0)
+        e = errno;
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+    return e;
 }
 
-static void control_budget(et_reactor *r, void *arg)
+/* give_up_fifo ends the budget for good: the thread stays SCHED_OTHER (|why| is logged). */
+static void give_up_fifo(et_engine *eng, const char *why, int e)
 {
-    et_engine *eng = arg;
     et_ctl_sched *cs = &eng->ctl_sched;
-    uint64_t now = et_reactor_now(r);
-    if (now - cs->window_ns < CTL_WINDOW_NS)
+    int e2 = set_sched(false, cs->base_nice);
+    cs->realtime = false;
+    cs->demoted = false;
+    atomic_store_explicit(&eng->stats.control_realtime, 0, memory_order_relaxed);
+    et_reactor_set_before_sleep(eng->control->r, NULL, NULL);
+    et_logf(ET_LOG_ERROR, "control_fifo_off", "why=%s errno=%d errno_other=%d", why, e, e2);
+}
+
+void et_control_budget(et_engine *eng)
+{
+    et_ctl_sched *cs = &eng->ctl_sched;
+    if (tl_worker != eng->control || !cs->realtime)
         return;
-    uint64_t cpu = thread_cpu_ns();
-    if (cpu < cs->window_cpu_ns)
-        return; /* the clock failed (0): no reading, keep the window */
+    uint64_t now = et_now_ns(), cpu = thread_cpu_ns();
+    if (cpu == 0 || cpu < cs->window_cpu_ns) {
+        give_up_fifo(eng, "thread_clock", errno);
+        return;
+    }
     uint64_t spent = cpu - cs->window_cpu_ns, wall = now - cs->window_ns;
-    cs->window_ns = now;
-    cs->window_cpu_ns = cpu;
-    if (spent * CTL_SHARE > wall) {
+    if (spent > CTL_WINDOW_NS / CTL_SHARE) {
+        cs->window_ns = now;
+        cs->window_cpu_ns = cpu;
         cs->until_ns = now + CTL_DEMOTE_NS;
         if (cs->demoted)
             return;
-        int e = set_fifo(false);
+        int e = set_sched(false, cs->base_nice);
         if (e != 0) {
-            et_logf(ET_LOG_ERROR, "control_demote_failed", "errno=%d", e);
+            give_up_fifo(eng, "demote_refused", e);
             return;
         }
         cs->demoted = true;
         ET_COUNT(eng->stats.control_demotions);
         atomic_store_explicit(&eng->stats.control_realtime, 0, memory_order_relaxed);
-        et_logf(ET_LOG_WARN, "control_demoted", "cpu_us=%llu wall_us=%llu for_ms=%llu",
+        et_logf(ET_LOG_WARN, "control_demoted", "cpu_us=%llu wall_us=%llu nice=%d for_ms=%llu",
                 (unsigned long long)(spent / 1000), (unsigned long long)(wall / 1000),
-                (unsigned long long)(CTL_DEMOTE_NS / 1000000));
-    } else if (cs->demoted && now >= cs->until_ns) {
-        int e = set_fifo(true);
-        cs->demoted = false;
-        if (e != 0) {
-            cs->realtime = false; /* the privilege went away: stay at nice -10 */
-            et_reactor_set_before_sleep(r, NULL, NULL);
-        } else {
-            atomic_store_explicit(&eng->stats.control_realtime, 1, memory_order_relaxed);
-        }
-        et_logf(e == 0 ? ET_LOG_INFO : ET_LOG_WARN, "control_promoted", "policy=%s errno=%d",
-                e == 0 ? "fifo" : "other", e);
+                cs->base_nice, (unsigned long long)(CTL_DEMOTE_NS / 1000000));
+        return;
     }
+    if (wall < CTL_WINDOW_NS)
+        return;
+    cs->window_ns = now; /* a new window; what idled before it does not count */
+    cs->window_cpu_ns = cpu;
+    if (!cs->demoted || now < cs->until_ns)
+        return;
+    int e = set_sched(true, cs->high_nice);
+    if (e != 0) {
+        give_up_fifo(eng, "promote_refused", e);
+        return;
+    }
+    cs->demoted = false;
+    atomic_store_explicit(&eng->stats.control_realtime, 1, memory_order_relaxed);
+    et_logf(ET_LOG_INFO, "control_promoted", "policy=fifo nice=%d", cs->high_nice);
+}
+
+static void control_budget_hook(et_reactor *r, void *arg)
+{
+    (void)r;
+    et_control_budget(arg);
+}
+
+/* et_pi_mutex_init makes |mu| priority-inheriting: the SCHED_FIFO control worker takes the
+ * registry's and a session's lock, which data workers hold too; one that holds it while it
+ * waits for a CPU then runs at the control worker's priority until it lets go. */
+static void et_pi_mutex_init(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    if (pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT) != 0 ||
+        pthread_mutex_init(mu, &a) != 0)
+        pthread_mutex_init(mu, NULL);
+    pthread_mutexattr_destroy(&a);
 }
 
 /* control_sched sets the control worker's policy at its start (see above). */
 static void control_sched(et_reactor *r, et_engine *eng)
 {
     et_ctl_sched *cs = &eng->ctl_sched;
-    int nice_e = setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10) == 0 ? 0 : errno;
+    id_t tid = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    int was = getpriority(PRIO_PROCESS, tid);
+    cs->base_nice = errno == 0 ? was : 0;
+    int nice_e = setpriority(PRIO_PROCESS, tid, -10) == 0 ? 0 : errno;
+    cs->high_nice = nice_e == 0 ? -10 : cs->base_nice;
     const char *want = getenv("EDGETUNNEL_CONTROL_SCHED");
     bool fifo = want == NULL || strcmp(want, "nice") != 0;
-    int fifo_e = fifo ? set_fifo(true) : 0;
+    if (want != NULL && want[0] != '\0' && strcmp(want, "fifo") != 0 && strcmp(want, "nice") != 0)
+        et_logf(ET_LOG_WARN, "control_sched_unknown", "value=\"%.32s\" means=fifo", want);
+    int fifo_e = set_sched(fifo, cs->high_nice);
     cs->realtime = fifo && fifo_e == 0;
     if (cs->realtime) {
-        cs->window_ns = et_reactor_now(r);
+        cs->window_ns = et_now_ns();
         cs->window_cpu_ns = thread_cpu_ns();
         atomic_store_explicit(&eng->stats.control_realtime, 1, memory_order_relaxed);
-        et_reactor_set_before_sleep(r, control_budget, eng);
+        et_reactor_set_before_sleep(r, control_budget_hook, eng);
     }
-    et_logf(cs->realtime || !fifo ? ET_LOG_DEBUG : ET_LOG_INFO, "control_sched",
-            "policy=%s nice=%d errno=%d", cs->realtime ? "fifo" : "other", nice_e == 0 ? -10 : 0,
-            fifo_e != 0 ? fifo_e : nice_e);
+    bool as_asked = (fifo ? cs->realtime : true) && nice_e == 0;
+    et_logf(as_asked ? ET_LOG_DEBUG : ET_LOG_INFO, "control_sched",
+            "policy=%s nice=%d asked=%s errno=%d", cs->realtime ? "fifo" : "other", cs->high_nice,
+            fifo ? "fifo" : "nice", fifo_e != 0 ? fifo_e : nice_e);
 }
 
 static void worker_hello(et_reactor *r, void *arg)
@@ -270,7 +321,7 @@ int et_engine_init(et_engine *eng, et_side side, const et_side_ops *ops, SSL_CTX
     eng->ops = ops;
     atomic_init(&eng->next_socket_id, 1);
     atomic_init(&eng->next_session_key, 1);
-    pthread_mutex_init(&eng->reg_mu, NULL);
+    et_pi_mutex_init(&eng->reg_mu);
     eng->reg = et_stream_table_new();
     ET_ENSURE(eng->reg != NULL, ET_E_NOMEM);
     for (unsigned i = 0; i <= nworkers; i++) {
@@ -308,6 +359,9 @@ void et_engine_stop(et_engine *eng)
         if (eng->workers[i].r != NULL && et_reactor_join(eng->workers[i].r) < 0)
             et_logf(ET_LOG_WARN, "join_failed", "worker=%u", i);
     }
+    /* The cleanup runs the control reactor on this thread: not its budget hook. */
+    if (eng->control != NULL && eng->control->r != NULL)
+        et_reactor_set_before_sleep(eng->control->r, NULL, NULL);
 }
 
 static void cleanup_stream(et_stream *s, void *arg)
@@ -467,7 +521,7 @@ et_session *et_session_new(et_engine *eng, const uint8_t id[ET_SESSION_ID_LEN])
     atomic_init(&s->refs, 1);
     memcpy(s->id, id, ET_SESSION_ID_LEN);
     s->key = atomic_fetch_add(&eng->next_session_key, 1);
-    pthread_mutex_init(&s->mu, NULL);
+    et_pi_mutex_init(&s->mu);
     return s;
 }
 

@@ -748,6 +748,8 @@ static void read_loop(et_tsock *ts)
             ts->last_rx_ns = et_reactor_now(ts->w->r);
             if (!read_frames(ts))
                 return;
+            if (ts->w == ts->w->eng->control)
+                et_control_budget(ts->w->eng);
         }
         if (e == SSL_ERROR_NONE)
             continue;
