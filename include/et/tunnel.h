@@ -9,11 +9,13 @@
  *
  * The registry (engine-wide, under one mutex that the data path never takes) maps every live
  * stream and every recent cancel to its stream; it is touched when a stream opens, closes or is
- * cancelled. The control worker also watches every stream's local socket for a reset
- * (et_reactor_watch), so a public client that goes away is turned into a CANCEL on the control
- * socket without waiting for the stream's busy data worker, and a CANCEL that arrives resets the
- * local connection from the control worker at once (connect(AF_UNSPEC) sends the RST without
- * closing the fd the data worker still owns); the data worker then cleans up.
+ * cancelled. Each session also lists its registered streams (et_session.reg_streams, under
+ * the same mutex), so that a CHANNEL cancel walks the sender's streams only. The control worker
+ * also watches every stream's local socket for a reset (et_reactor_watch), so a public client that
+ * goes away is turned into a CANCEL on the control socket without waiting for the stream's busy
+ * data worker, and a CANCEL that arrives resets the local connection from the control worker at
+ * once (connect(AF_UNSPEC) sends the RST without closing the fd the data worker still owns); the
+ * data worker then cleans up.
  *
  * The cancel path (spec/protocol.md §7.3, §8): a stream keeps no queue of outgoing DATA: it reads
  * from its local socket straight into the record being built when its tunnel socket can take
@@ -277,6 +279,7 @@ struct et_session {
     et_sockref data[ET_MAX_DATA_SOCKS];
     unsigned ndata;
     unsigned rr;               /* round-robin position over data */
+    et_stream *reg_streams;    /* its streams in the registry, for channel cancels (reg_mu) */
     _Atomic uint32_t nstreams; /* open streams, over all its sockets (the --max-streams limit) */
     void *side;                /* side-specific (edge: tunnel and routes); owned by the side */
     /* Per-session counters, for the admin API (written by any worker). */
@@ -448,7 +451,9 @@ struct et_stream {
     et_tsock *ts;     /* the data socket carrying it (not a reference: the socket fails its streams
                        * before it goes) */
     et_session *sess; /* not a reference: ts holds one */
-    int fd;           /* owned: the local connection (public client or local service) */
+    et_stream *reg_prev, *reg_next; /* the session's registered streams (eng->reg_mu) */
+    bool registered;                /* on that list (eng->reg_mu) */
+    int fd; /* owned: the local connection (public client or local service) */
     uint32_t uc, sid;
     bool connecting; /* origin: connect in progress */
     bool local_readable, local_writable;

@@ -39,6 +39,14 @@ int et_registry_open(et_stream *s)
         rv = ET_E_CLOSED; /* cancelled before it opened (or opened twice) */
     else
         rv = et_stream_table_put(eng->reg, s->sess->key, s->uc, s->sid, s);
+    if (rv == ET_OK) {
+        s->reg_prev = NULL;
+        s->reg_next = s->sess->reg_streams;
+        if (s->reg_next != NULL)
+            s->reg_next->reg_prev = s;
+        s->sess->reg_streams = s;
+        s->registered = true;
+    }
     pthread_mutex_unlock(&eng->reg_mu);
     return rv;
 }
@@ -69,6 +77,16 @@ void et_registry_close(et_stream *s)
     if (et_stream_table_bury(eng->reg, s->sess->key, s->uc, s->sid, et_now_ns() + ET_TOMBSTONE_NS) <
         0)
         abort(); /* the entry exists: burying it in place cannot allocate */
+    if (s->registered) {
+        if (s->reg_prev != NULL)
+            s->reg_prev->reg_next = s->reg_next;
+        else
+            s->sess->reg_streams = s->reg_next;
+        if (s->reg_next != NULL)
+            s->reg_next->reg_prev = s->reg_prev;
+        s->reg_prev = s->reg_next = NULL;
+        s->registered = false;
+    }
     pthread_mutex_unlock(&eng->reg_mu);
 }
 
@@ -329,13 +347,6 @@ static void hit(cancel_ctx *x, et_stream *s)
         x->v[x->nv++] = (victim){s->w, s->sid};
 }
 
-static void hit_channel(et_stream *s, void *arg)
-{
-    cancel_ctx *x = arg;
-    if (s->sess->key == x->key && s->uc == x->uc)
-        hit(x, s);
-}
-
 void et_cancel_received(et_tsock *ts, const et_frame *f, const et_cancel *c)
 {
     et_engine *eng = ts->w->eng;
@@ -351,7 +362,10 @@ void et_cancel_received(et_tsock *ts, const et_frame *f, const et_cancel *c)
     pthread_mutex_lock(&eng->reg_mu);
     et_stream *s = NULL;
     if (f->flags & ET_F_CANCEL_CHANNEL) {
-        et_stream_table_each(eng->reg, hit_channel, &x);
+        /* Only this session's streams: a peer's channel cancels cost it, not other tenants. */
+        for (et_stream *p = ts->sess->reg_streams; p != NULL; p = p->reg_next)
+            if (p->uc == uc)
+                hit(&x, p);
     } else {
         switch (et_stream_table_find(eng->reg, key, uc, f->stream_id, &s)) {
         case ET_LOOKUP_LIVE: hit(&x, s); break;

@@ -490,9 +490,9 @@ def test_control_worker_is_realtime_and_a_ping_flood_demotes_it(edge, origin, se
     assert not e.proc.events("control_fifo_off")
 
 
-def _hs_no_routes_role(e, token, role):
+def _hs_no_routes_role(e, token, role, routes=()):
     s = _tls(e.tunnel_port)
-    s.sendall(hello(token, os.urandom(16), role=role))
+    s.sendall(hello(token, os.urandom(16), role=role, routes=routes))
     rd = FrameReader(s)
     f = rd.next()
     assert f is not None and f[3] == A_WELCOME, f
@@ -522,5 +522,58 @@ def test_control_worker_without_cap_sys_nice_falls_back(edge, origin, services, 
     wait_until(lambda: _thread_policy(e.proc.pid, "et-control") == 1, 10, "edged FIFO")
     assert not e.proc.events("control_sched")  # FIFO granted: logged at debug only
     echo_roundtrip(e.ports[0])
+    assert o.proc.stop(grace=10) == 0
+    assert e.proc.stop(grace=10) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel cancels (spec §5.7) stay inside the sender's session
+
+A_CANCEL_ACK = 0x21
+F_CANCEL_CHANNEL = 0x01
+
+
+def test_channel_cancel_resets_only_the_senders_streams(edge, origin, services):
+    """A CANCEL with flag CHANNEL from a peer resets the streams of that user channel in the
+    peer's own session (answered `reset`), and no stream of another session whatever channel
+    it names (answered `unknown`): the other tunnel's connection still echoes."""
+    echo = services.add(EchoService())
+    e = edge(ports=2)
+    good_port, evil_port = e.ports
+    o = origin(e, e.token("good", tcp=[good_port]), {good_port: echo.port})
+    held = connect(good_port)
+    held.sendall(b"before")
+    assert held.recv(64) == b"before"
+
+    s, rd = _hs_no_routes_role(e, mint_token(e.token_key, "evil", tcp=[evil_port]), ROLE_DATA,
+                               routes=(evil_port,))
+    victim = connect(evil_port)
+    f = rd.until(A_OPEN)
+    assert f is not None, "edged sent no OPEN"
+    uc = f[1]
+    # Every other channel number: none is this session's, so nothing may be reset.
+    for other in range(1, 17):
+        if other == uc:
+            continue
+        s.sendall(HDR.pack(10, other, 0, A_CANCEL, F_CANCEL_CHANNEL, 0) + struct.pack(">HQ", 1, 7))
+        ack = rd.until(A_CANCEL_ACK)
+        assert ack is not None and (ack[1], ack[2], ack[4][0]) == (other, 0, 1), ack  # unknown
+    held.sendall(b"still here")
+    assert held.recv(64) == b"still here"
+    # Its own channel: the victim's connection is reset.
+    s.sendall(HDR.pack(10, uc, 0, A_CANCEL, F_CANCEL_CHANNEL, 0) + struct.pack(">HQ", 1, 8))
+    ack = rd.until(A_CANCEL_ACK)
+    assert ack is not None and (ack[1], ack[2], ack[4][0]) == (uc, 0, 0), ack  # reset
+    victim.settimeout(10)
+    try:
+        got = victim.recv(64)
+    except ConnectionResetError:
+        got = b""
+    assert got == b"", got
+    victim.close()
+    s.close()
+    held.sendall(b"after")
+    assert held.recv(64) == b"after"
+    held.close()
     assert o.proc.stop(grace=10) == 0
     assert e.proc.stop(grace=10) == 0
