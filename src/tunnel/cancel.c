@@ -386,7 +386,7 @@ void et_cancel_received(et_tsock *ts, const et_frame *f, const et_cancel *c)
     pthread_mutex_unlock(&eng->reg_mu);
     uint64_t reset_ns = et_now_ns();
     if (f->flags & ET_F_CANCEL_CHANNEL)
-        et_control_budget(eng); /* a walk of the whole registry: charge it at once */
+        et_control_budget(eng); /* a walk of the session's streams: charge it at once */
 
     /* The RSTs are out: answer first, then let the data workers clean up. */
     et_frame h = {0, uc, f->stream_id, ET_A_CANCEL_ACK, f->flags, NULL};

@@ -160,7 +160,7 @@ static void sweep_fire(et_reactor *r, et_timer *t)
  * has begun CTL_DEMOTE_NS after the last one it overspent; then back to SCHED_FIFO and nice
  * -10. Counted (control_demotions, the control_realtime gauge) and logged. et_control_budget
  * runs before each epoll_wait, after each read turn of a control socket (at most 64 KiB of
- * records) and after each channel cancel (a walk of the registry), so the thread never runs
+ * records) and after each channel cancel (a walk of the session's streams), so it never runs
  * long at FIFO between two looks at its clock. Idle time does not add to the budget: a window
  * starts at the first look after the last one ended. The kernel's own limit on real-time CPU
  * (sched_rt_runtime_us) is the backstop, not the plan. */
@@ -202,6 +202,21 @@ static void give_up_fifo(et_engine *eng, const char *why, int e)
     et_logf(ET_LOG_ERROR, "control_fifo_off", "why=%s errno=%d errno_other=%d", why, e, e2);
 }
 
+/* change_sched moves the thread onto SCHED_FIFO (|fifo|) or off it, at the matching nice; a
+ * refusal ends the budget (give_up_fifo, |refused| logged) and returns false. */
+static bool change_sched(et_engine *eng, bool fifo, const char *refused)
+{
+    et_ctl_sched *cs = &eng->ctl_sched;
+    int e = set_sched(fifo, fifo ? cs->high_nice : cs->base_nice);
+    if (e != 0) {
+        give_up_fifo(eng, refused, e);
+        return false;
+    }
+    cs->demoted = !fifo;
+    atomic_store_explicit(&eng->stats.control_realtime, fifo ? 1 : 0, memory_order_relaxed);
+    return true;
+}
+
 void et_control_budget(et_engine *eng)
 {
     et_ctl_sched *cs = &eng->ctl_sched;
@@ -217,16 +232,9 @@ void et_control_budget(et_engine *eng)
         cs->window_ns = now;
         cs->window_cpu_ns = cpu;
         cs->until_ns = now + CTL_DEMOTE_NS;
-        if (cs->demoted)
+        if (cs->demoted || !change_sched(eng, false, "demote_refused"))
             return;
-        int e = set_sched(false, cs->base_nice);
-        if (e != 0) {
-            give_up_fifo(eng, "demote_refused", e);
-            return;
-        }
-        cs->demoted = true;
         ET_COUNT(eng->stats.control_demotions);
-        atomic_store_explicit(&eng->stats.control_realtime, 0, memory_order_relaxed);
         et_logf(ET_LOG_WARN, "control_demoted", "cpu_us=%llu wall_us=%llu nice=%d for_ms=%llu",
                 (unsigned long long)(spent / 1000), (unsigned long long)(wall / 1000),
                 cs->base_nice, (unsigned long long)(CTL_DEMOTE_NS / 1000000));
@@ -236,15 +244,8 @@ void et_control_budget(et_engine *eng)
         return;
     cs->window_ns = now; /* a new window; what idled before it does not count */
     cs->window_cpu_ns = cpu;
-    if (!cs->demoted || now < cs->until_ns)
+    if (!cs->demoted || now < cs->until_ns || !change_sched(eng, true, "promote_refused"))
         return;
-    int e = set_sched(true, cs->high_nice);
-    if (e != 0) {
-        give_up_fifo(eng, "promote_refused", e);
-        return;
-    }
-    cs->demoted = false;
-    atomic_store_explicit(&eng->stats.control_realtime, 1, memory_order_relaxed);
     et_logf(ET_LOG_INFO, "control_promoted", "policy=fifo nice=%d", cs->high_nice);
 }
 
@@ -300,13 +301,10 @@ static void worker_hello(et_reactor *r, void *arg)
     tl_worker = arg;
     et_worker *w = arg;
     char name[16];
-    if (w == w->eng->control) {
+    snprintf(name, sizeof(name), "et-worker-%u", w->index);
+    if (w == w->eng->control)
         control_sched(r, w->eng);
-        snprintf(name, sizeof(name), "et-control");
-    } else {
-        snprintf(name, sizeof(name), "et-worker-%u", w->index);
-    }
-    pthread_setname_np(pthread_self(), name);
+    pthread_setname_np(pthread_self(), w == w->eng->control ? "et-control" : name);
     if (et_timer_arm(r, &w->sweep, et_reactor_now(r) + 1000000000ull) < 0)
         et_logf(ET_LOG_ERROR, "timer_failed", "worker=%u", w->index);
 }
