@@ -265,7 +265,9 @@ void et_worker_goaway(et_worker *w, uint32_t drain_ms, const char *text);
 /* --- sessions --------------------------------------------------------------------------- */
 
 typedef struct et_sockref {
-    et_tsock *ts; /* one reference owned */
+    et_tsock *ts;    /* one reference owned */
+    unsigned worker; /* index of the worker it is on or moving to (a data socket) */
+    bool ready;      /* on that worker: new streams may go to it (et_session_pick_data) */
 } et_sockref;
 
 struct et_session {
@@ -299,6 +301,18 @@ void et_session_unref(et_session *s, void (*free_side)(void *));
  * ET_E_PROTO(ET_WE_LIMIT_SOCKETS). */
 ET_MUST_USE int et_session_attach(et_session *s, et_tsock *ts, et_tsock **replaced);
 
+/* et_session_attach_data adds the data socket |ts| to |s| like et_session_attach and returns
+ * in |*to| the worker it should live on: the one of its engine's workers holding the fewest of
+ * |s|'s data sockets, its own on a tie (the kernel spreads accepted sockets over the workers'
+ * listeners at random, so a session's sockets can all land on one core). When |*to| is another
+ * worker the socket is not offered to new streams until et_session_data_ready() runs on |*to|;
+ * the caller moves it there (et_tsock_move). */
+ET_MUST_USE int et_session_attach_data(et_session *s, et_tsock *ts, et_worker **to);
+
+/* et_session_data_ready marks the data socket |ts| of |s| as on its worker (a moved socket, on
+ * the worker that adopted it): et_session_pick_data may hand it streams again. */
+void et_session_data_ready(et_session *s, et_tsock *ts);
+
 /* et_session_detach removes |ts| from |s| (dropping the session's reference). */
 void et_session_detach(et_session *s, et_tsock *ts);
 
@@ -309,6 +323,7 @@ typedef struct et_sock_info {
     char cc[ET_CC_NAME_MAX]; /* et_tsock.cc */
     uint8_t role;            /* et_role */
     uint8_t state;           /* et_tsock_state */
+    int worker;              /* a data socket's worker index; -1 for a control socket */
     char peer[64];
 } et_sock_info;
 

@@ -136,7 +136,7 @@ static et_tsock *control_sock(et_session *s)
     if (s->ctrl != NULL && atomic_load(&s->ctrl->state) == ET_TS_READY)
         ts = s->ctrl;
     for (unsigned i = 0; ts == NULL && s->ctrl == NULL && i < s->ndata; i++)
-        if (atomic_load(&s->data[i].ts->state) == ET_TS_READY)
+        if (s->data[i].ready && atomic_load(&s->data[i].ts->state) == ET_TS_READY)
             ts = s->data[i].ts;
     if (ts != NULL)
         et_tsock_ref(ts);
@@ -190,11 +190,12 @@ static json_t *session_json(et_session *s, json_t *routes)
     json_t *socks = json_array();
     const char *peer = n > 0 ? info[0].peer : "";
     for (unsigned i = 0; i < n; i++)
-        json_array_append_new(
-            socks, json_pack("{s:I,s:s,s:s,s:s,s:I,s:s}", "id", (json_int_t)info[i].id, "role",
-                             info[i].role == ET_ROLE_CONTROL ? "control" : "data", "state",
-                             et_tsock_state_name(info[i].state), "peer", info[i].peer, "rtt_us",
-                             (json_int_t)info[i].rtt_us, "congestion", info[i].cc));
+        json_array_append_new(socks, json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:i}", "id",
+                                               (json_int_t)info[i].id, "role",
+                                               info[i].role == ET_ROLE_CONTROL ? "control" : "data",
+                                               "state", et_tsock_state_name(info[i].state), "peer",
+                                               info[i].peer, "rtt_us", (json_int_t)info[i].rtt_us,
+                                               "congestion", info[i].cc, "worker", info[i].worker));
     uint64_t opened = atomic_load(&s->streams_opened), closed = atomic_load(&s->streams_closed);
     return json_pack(
         "{s:s,s:s,s:b,s:s,s:o,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I},s:O}", "name", s->tunnel,

@@ -358,8 +358,9 @@ static bool route_within_token(const et_edge_config *cfg, const et_token_claims 
 }
 
 /* bind_session finds or creates the session |h| names and attaches |ts|; under the hub lock.
- * Returns ET_OK or ET_E_PROTO(code). */
-static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const et_token_claims *c)
+ * A data socket's worker is chosen here (|*place|). Returns ET_OK or ET_E_PROTO(code). */
+static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const et_token_claims *c,
+                        et_worker **place)
 {
     edge_hub *hub = hub_of(eng);
     edge_sess *es = NULL;
@@ -418,9 +419,9 @@ static int bind_session(et_engine *eng, et_tsock *ts, const et_hello *h, const e
                 s->legacy);
     }
     if (ts->role == ET_ROLE_DATA) {
-        /* A control socket joins the session once it is on the control worker (adopt). */
-        et_tsock *none = NULL;
-        int rv = et_session_attach(es->s, ts, &none);
+        /* A control socket joins the session once it is on the control worker (adopt); a data
+         * socket joins now, on the worker it is to live on (moved there after WELCOME). */
+        int rv = et_session_attach_data(es->s, ts, place);
         if (rv < 0)
             return rv;
     }
@@ -483,6 +484,7 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
         return ET_E_PROTO(ET_WE_VERSION);
     et_token_claims *c = malloc(sizeof(*c));
     ET_ENSURE(c != NULL, ET_E_PROTO(ET_WE_INTERNAL));
+    et_worker *place = ts->w;
     const et_edge_config *live = edge_live(hub);
     int rv = et_token_verify(live->token_key, live->token_key_len, h->token.p, h->token.n,
                              (int64_t)time(NULL), 0, c);
@@ -492,7 +494,7 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
     if (rv == ET_OK) {
         ts->role = h->role;
         pthread_mutex_lock(&hub->mu);
-        rv = bind_session(eng, ts, h, c);
+        rv = bind_session(eng, ts, h, c, &place);
         pthread_mutex_unlock(&hub->mu);
     }
     if (rv < 0) {
@@ -527,8 +529,8 @@ static int edge_on_hello(et_tsock *ts, const et_frame *f, const et_msg *m)
             uint64_t now = et_now_ns(), end = atomic_load(&hub->drain_deadline_ns);
             et_tsock_goaway(ts, end > now ? (uint32_t)((end - now) / 1000000u) : 0, "shutdown");
         }
-        if (h->role == ET_ROLE_CONTROL)
-            et_tsock_move(ts, eng->control); /* control sockets live on the control worker */
+        /* Control sockets live on the control worker, data sockets spread over the others. */
+        et_tsock_move(ts, h->role == ET_ROLE_CONTROL ? eng->control : place);
     }
     free(c);
     return rv < 0 ? ET_E_PROTO(ET_WE_INTERNAL) : ET_OK;

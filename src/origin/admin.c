@@ -30,11 +30,12 @@ static json_t *status_json(et_engine *eng)
     json_t *socks = json_array();
     for (unsigned i = 0; i < n; i++) {
         ready += info[i].state == ET_TS_READY;
-        json_array_append_new(
-            socks, json_pack("{s:I,s:s,s:s,s:I,s:s}", "id", (json_int_t)info[i].id, "role",
-                             info[i].role == ET_ROLE_CONTROL ? "control" : "data", "state",
-                             et_tsock_state_name(info[i].state), "rtt_us",
-                             (json_int_t)info[i].rtt_us, "congestion", info[i].cc));
+        json_array_append_new(socks, json_pack("{s:I,s:s,s:s,s:I,s:s,s:i}", "id",
+                                               (json_int_t)info[i].id, "role",
+                                               info[i].role == ET_ROLE_CONTROL ? "control" : "data",
+                                               "state", et_tsock_state_name(info[i].state),
+                                               "rtt_us", (json_int_t)info[i].rtt_us, "congestion",
+                                               info[i].cc, "worker", info[i].worker));
     }
     et_stats *st = &eng->stats;
     json_int_t opened = LOAD(s->streams_opened), closed = LOAD(s->streams_closed);

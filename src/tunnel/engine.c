@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <time.h>
@@ -549,7 +550,7 @@ int et_session_attach(et_session *s, et_tsock *ts, et_tsock **replaced)
         s->ctrl = ts;
         et_tsock_ref(ts);
     } else if (s->ndata < ET_MAX_DATA_SOCKS) {
-        s->data[s->ndata++].ts = ts;
+        s->data[s->ndata++] = (et_sockref){ts, ts->w->index, true};
         et_tsock_ref(ts);
     } else {
         rv = ET_E_PROTO(ET_WE_LIMIT_SOCKETS);
@@ -557,6 +558,42 @@ int et_session_attach(et_session *s, et_tsock *ts, et_tsock **replaced)
     pthread_mutex_unlock(&s->mu);
     *replaced = old;
     return rv;
+}
+
+int et_session_attach_data(et_session *s, et_tsock *ts, et_worker **to)
+{
+    et_engine *eng = ts->w->eng;
+    int rv = ET_OK;
+    *to = ts->w;
+    pthread_mutex_lock(&s->mu);
+    if (s->ndata < ET_MAX_DATA_SOCKS) {
+        unsigned best = ts->w->index, best_n = UINT_MAX;
+        for (unsigned k = 0; k < eng->nworkers; k++) {
+            unsigned w = (ts->w->index + k) % eng->nworkers, n = 0; /* its own first: ties */
+            for (unsigned i = 0; i < s->ndata; i++)
+                n += s->data[i].worker == w;
+            if (n < best_n) {
+                best = w;
+                best_n = n;
+            }
+        }
+        *to = &eng->workers[best];
+        s->data[s->ndata++] = (et_sockref){ts, best, *to == ts->w};
+        et_tsock_ref(ts);
+    } else {
+        rv = ET_E_PROTO(ET_WE_LIMIT_SOCKETS);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rv;
+}
+
+void et_session_data_ready(et_session *s, et_tsock *ts)
+{
+    pthread_mutex_lock(&s->mu);
+    for (unsigned i = 0; i < s->ndata; i++)
+        if (s->data[i].ts == ts)
+            s->data[i].ready = true;
+    pthread_mutex_unlock(&s->mu);
 }
 
 void et_session_detach(et_session *s, et_tsock *ts)
@@ -584,10 +621,12 @@ et_tsock *et_session_pick_data(et_session *s)
     et_tsock *pick = NULL;
     pthread_mutex_lock(&s->mu);
     for (unsigned k = 0; k < s->ndata && pick == NULL; k++) {
-        et_tsock *ts = s->data[s->rr++ % s->ndata].ts;
+        const et_sockref *ref = &s->data[s->rr++ % s->ndata];
+        et_tsock *ts = ref->ts;
         /* Reading state here is a hint only (it belongs to the socket's worker); the worker
-         * checks again when the handed-over connection arrives. */
-        if (atomic_load_explicit(&ts->state, memory_order_relaxed) == ET_TS_READY) {
+         * checks again when the handed-over connection arrives. A socket still moving to its
+         * worker is skipped: the caller posts to ts->w, which the move is changing. */
+        if (ref->ready && atomic_load_explicit(&ts->state, memory_order_relaxed) == ET_TS_READY) {
             pick = ts;
             et_tsock_ref(ts);
         }

@@ -234,10 +234,14 @@ unsigned et_session_sockets(et_session *s, et_sock_info *out, unsigned cap)
 {
     unsigned n = 0;
     pthread_mutex_lock(&s->mu);
-    if (s->ctrl != NULL && n < cap)
-        sock_info(s->ctrl, &out[n++]);
-    for (unsigned i = 0; i < s->ndata && n < cap; i++)
-        sock_info(s->data[i].ts, &out[n++]);
+    if (s->ctrl != NULL && n < cap) {
+        sock_info(s->ctrl, &out[n]);
+        out[n++].worker = -1;
+    }
+    for (unsigned i = 0; i < s->ndata && n < cap; i++) {
+        sock_info(s->data[i].ts, &out[n]);
+        out[n++].worker = (int)s->data[i].worker;
+    }
     pthread_mutex_unlock(&s->mu);
     return n;
 }

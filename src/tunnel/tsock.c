@@ -866,6 +866,8 @@ static void adopt(et_reactor *r, void *arg)
             et_tsock_unref(old);
         }
     }
+    if (ts->role == ET_ROLE_DATA && ts->sess != NULL)
+        et_session_data_ready(ts->sess, ts); /* streams may come to it here now */
     if (ts->state >= ET_TS_READY)
         arm_keepalive(ts); /* the timer stayed with the old worker */
     /* Frames may wait in the reader (read before the move) and records in TLS: go on. */
