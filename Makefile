@@ -143,6 +143,7 @@ test: format-check
 	$(Q)$(MAKE) --no-print-directory CC=gcc SANITIZER=address,undefined test-integration
 	$(Q)$(MAKE) --no-print-directory CC=clang SANITIZER=thread test-integration
 	$(Q)$(MAKE) --no-print-directory CC=gcc STATIC=1 test-integration
+	$(Q)$(MAKE) --no-print-directory bench-smoke
 
 test-sanitizers:
 	$(Q)$(MAKE) --no-print-directory CC=gcc SANITIZER=address,undefined test-unit
@@ -183,7 +184,7 @@ fuzz-smoke: $(LF_BINS)
 
 # --- benchmarks (not part of make test): JSON lines to stdout and bench/out/ --------------
 BENCH_PY ?= /usr/bin/python3
-.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams \
+.PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams bench-smoke \
         bench-plot
 bench: bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams
 
@@ -191,6 +192,11 @@ bench-deps:
 	$(Q)scripts/install-bench-deps.sh
 	$(Q)$(MAKE) --no-print-directory CC=gcc all
 	$(Q)mkdir -p bench/out
+
+# Every bench once, tiny, its output checked (bench/smoke.py; part of `make test`, ~3 min).
+bench-smoke: bench-deps
+	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
+	$(Q)$(BENCH_PY) bench/smoke.py --build build/gcc --relay build/gcc/bench/tls_relay
 
 bench-core: bench-deps
 	$(Q)$(BENCH_PY) bench/core.py | tee bench/out/core.jsonl
