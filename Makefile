@@ -182,7 +182,7 @@ fuzz: $(LF_BINS) $(AFL_BINS)
 fuzz-smoke: $(LF_BINS)
 	$(Q)fuzz/smoke.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
-# --- benchmarks (not part of make test): JSON lines to stdout and bench/out/ --------------
+# --- benchmarks (make test runs only bench-smoke): JSON lines to stdout and bench/out/ ---
 BENCH_PY ?= /usr/bin/python3
 .PHONY: bench bench-deps bench-core bench-ssh bench-relay bench-netns bench-requests bench-streams bench-smoke \
         bench-plot
@@ -193,7 +193,7 @@ bench-deps:
 	$(Q)$(MAKE) --no-print-directory CC=gcc all
 	$(Q)mkdir -p bench/out
 
-# Every bench once, tiny, its output checked (bench/smoke.py; part of `make test`, ~3 min).
+# Every bench once, tiny, its output checked (bench/smoke.py; part of `make test`, ~75 s).
 bench-smoke: bench-deps
 	$(Q)$(MAKE) --no-print-directory CC=gcc build/gcc/bench/tls_relay
 	$(Q)$(BENCH_PY) bench/smoke.py --build build/gcc --relay build/gcc/bench/tls_relay

@@ -5,8 +5,9 @@ The benches print figures that tests must not assert; this checks only that each
 runs end to end and prints what bench/README.md says it prints: every JSON line parses, every
 transfer says `ok: true`, every cancel mode has its trials with ordered, positive latencies,
 the memory bench counts its streams, the request bench's wrk runs had no errors, and the plots
-are drawn. Sizes and trials are cut so the whole run takes about two minutes; no figure is
-compared with anything. The shaped-link bench needs root (ip netns, tc): without it this
+are drawn. Sizes and trials are cut so the whole run takes about a minute and a half; no figure
+is compared with anything. The JSON lines of the benches that plot.py draws are kept in a
+temporary directory for it. The shaped-link bench needs root (ip netns, tc): without it this
 fails unless ET_SMOKE_NO_NETNS=1 says to leave it out, and then it says so on stderr.
 """
 
@@ -31,8 +32,9 @@ def check(cond, what):
         print(f"smoke: FAIL {what}", file=sys.stderr)
 
 
-def run(name, args, timeout):
-    """Runs one bench script; returns its JSON lines (stdout lines that start with '{')."""
+def run(name, args, timeout, outdir=None):
+    """Runs one bench script; returns its JSON lines (stdout lines that start with '{'), and
+    writes them to OUTDIR/NAME.jsonl (for plot.py) when OUTDIR is given."""
     t0 = time.monotonic()
     p = subprocess.run([PY, str(ROOT / "bench" / name)] + args, cwd=ROOT, capture_output=True,
                        text=True, timeout=timeout)
@@ -45,6 +47,9 @@ def run(name, args, timeout):
                 check(False, f"{name}: unparsable line {raw[:80]!r}")
     print(f"smoke: {name} rc={p.returncode} lines={len(lines)} "
           f"{time.monotonic() - t0:.1f}s", file=sys.stderr)
+    if outdir is not None:
+        (outdir / name.replace(".py", ".jsonl")).write_text(
+            "".join(json.dumps(d) + "\n" for d in lines))
     check(p.returncode == 0, f"{name} exit {p.returncode}: {p.stderr[-2000:]}")
     check(len(lines) > 0, f"{name}: no JSON lines")
     return lines
@@ -67,7 +72,7 @@ def check_cancel(name, d, trials):
 def smoke_core(build, outdir):
     trials = 6
     lines = run("core.py", ["--build", build, "--size", str(64 * MB), "--trials", str(trials),
-                            "--streams", "300"], 300)
+                            "--streams", "300"], 300, outdir)
     for direction in ("download", "upload"):
         tp = of(lines, "throughput", direction=direction)
         check(len(tp) == 1 and tp[0].get("ok") is True and tp[0].get("mb_per_s", 0) > 0,
@@ -87,13 +92,12 @@ def smoke_core(build, outdir):
     idle = of(lines, "memory_idle")
     check(len(idle) == 1 and all(idle[0].get(p, {}).get("rss", 0) > 0
                                  for p in ("edged", "originctl")), f"core memory_idle: {idle}")
-    (outdir / "core.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
 
 
 def smoke_ssh(outdir):
     trials = 6
     lines = run("sshpeer.py", ["--size", str(64 * MB), "--trials", str(trials),
-                               "--signal-trials", "2"], 300)
+                               "--signal-trials", "2"], 300, outdir)
     for direction in ("download", "upload"):
         tp = of(lines, "throughput", mode="ssh -R", direction=direction)
         check(len(tp) == 1 and tp[0].get("ok") is True, f"ssh throughput {direction}: {tp}")
@@ -102,7 +106,6 @@ def smoke_ssh(outdir):
     check(len(down) == 1 and len(up) == 1, f"ssh cancel lines: {len(down)} {len(up)}")
     for d in down + up:
         check_cancel("sshpeer", d, trials)
-    (outdir / "sshpeer.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
 
 
 def smoke_relay(relay):
@@ -116,7 +119,7 @@ def smoke_relay(relay):
 
 
 def smoke_requests(build, outdir):
-    lines = run("requests.py", ["--build", build, "--duration", "1", "--runs", "1"], 300)
+    lines = run("requests.py", ["--build", build, "--duration", "1", "--runs", "1"], 300, outdir)
     runs = of(lines, "requests")
     for path in ("tunnel", "ssh", "direct"):
         for load in ("none", "bulk100M", "bulk"):
@@ -124,12 +127,11 @@ def smoke_requests(build, outdir):
             check(len(r) == 1 and r[0].get("ok") is True and r[0].get("rps", 0) > 0,
                   f"requests {path} {load}: {r}")
     check(len(of(lines, "requests_target")) == 1, "requests_target missing")
-    (outdir / "requests.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
 
 
 def smoke_streams(build, relay, outdir):
     lines = run("streams.py", ["--build", build, "--relay", relay, "--total", str(64 * MB),
-                               "--runs", "1", "--scale-threads", "1,2"], 300)
+                               "--runs", "1", "--scale-threads", "1,2"], 300, outdir)
     for path in ("tunnel", "ssh", "relay", "direct"):
         for n in (1, 8):
             r = of(lines, "throughput_streams", path=path, streams=n)
@@ -138,7 +140,6 @@ def smoke_streams(build, relay, outdir):
     for t in (1, 2):
         r = of(lines, "throughput_scale", threads=t)
         check(len(r) == 2 and all(d.get("ok") is True for d in r), f"scale {t}: {r}")
-    (outdir / "streams.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
 
 
 def smoke_netns(build):
@@ -164,9 +165,9 @@ def smoke_netns(build):
 
 
 def smoke_plot(outdir):
-    run_ok = subprocess.run([PY, str(ROOT / "bench" / "plot.py"), "--dir", str(outdir)],
+    p = subprocess.run([PY, str(ROOT / "bench" / "plot.py"), "--dir", str(outdir)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
-    check(run_ok.returncode == 0, f"plot.py exit {run_ok.returncode}: {run_ok.stderr[-1000:]}")
+    check(p.returncode == 0, f"plot.py exit {p.returncode}: {p.stderr[-1000:]}")
     for png in ("cancel.png", "throughput.png", "requests.png"):
         f = outdir / png
         check(f.exists() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000,
